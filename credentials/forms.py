@@ -1,0 +1,188 @@
+"""Admin forms: secrets are write-only inputs with a masked preview, never re-rendered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils.html import format_html
+
+from credentials import kiro_files
+from credentials.models import AuthMethod, Credential, GatewaySettings, sha256_hex
+
+
+def https_urls(field: models.Field, **kwargs: Any) -> forms.Field | None:
+    """Build form fields assuming https for scheme-less URLs, as Django 6 does."""
+    if isinstance(field, models.URLField):
+        kwargs.setdefault("assume_scheme", "https")
+    return field.formfield(**kwargs)
+
+
+def secret_preview(value: str) -> str:
+    """Describe a stored secret without revealing it: length and a hash fingerprint."""
+    if not value:
+        return "not set"
+    return f"set · {len(value)} characters · fingerprint {sha256_hex(value)[:8]}"
+
+
+class SecretField(forms.CharField):
+    """A write-only secret: empty input keeps the stored value."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("strip", True)
+        kwargs.setdefault(
+            "widget",
+            forms.PasswordInput(
+                render_value=False, attrs={"autocomplete": "new-password", "size": 60}
+            ),
+        )
+        super().__init__(**kwargs)
+
+
+class SecretFieldsMixin:
+    """Swap the listed model fields for write-only inputs plus a 'clear' checkbox each."""
+
+    secret_fields: tuple[str, ...] = ()
+    instance: Any
+    fields: dict[str, forms.Field]
+    cleaned_data: dict[str, Any]
+
+    def _init_secrets(self) -> None:
+        for name in self.secret_fields:
+            current = getattr(self.instance, name, "") if self.instance.pk else ""
+            label = self.instance._meta.get_field(name).verbose_name.capitalize()
+            self.fields[name] = SecretField(
+                label=label,
+                help_text=format_html(
+                    "Write-only. Stored: <b>{}</b>. Leave empty to keep it.",
+                    secret_preview(current),
+                ),
+            )
+            if current:
+                self.fields[f"{name}__clear"] = forms.BooleanField(
+                    required=False, label=f"Clear {label.lower()}"
+                )
+
+    def _secret_value(self, name: str) -> str:
+        """Return the secret to store: the new input, '' if cleared, else the stored one."""
+        new = self.cleaned_data.get(name) or ""
+        if new:
+            return new
+        if self.cleaned_data.get(f"{name}__clear"):
+            return ""
+        return getattr(self.instance, name, "") if self.instance.pk else ""
+
+
+class CredentialForm(SecretFieldsMixin, forms.ModelForm):
+    secret_fields = (
+        "refresh_token",
+        "access_token",
+        "client_secret",
+        "kiro_api_key",
+        "proxy_password",
+    )
+
+    class Meta:
+        model = Credential
+        formfield_callback = https_urls
+        fields = [
+            "name", "auth_method", "provider", "priority", "groups", "endpoint",
+            "refresh_token", "access_token", "expires_at", "client_id", "client_secret",
+            "kiro_api_key", "start_url", "token_endpoint", "issuer_url", "scopes",
+            "region", "auth_region", "api_region", "machine_id", "profile_arn",
+            "proxy_url", "proxy_username", "proxy_password",
+            "email", "subscription_title", "source_channel",
+        ]  # fmt: skip
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_secrets()
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        method = data.get("auth_method")
+        refresh = self._secret_value("refresh_token")
+        api_key = self._secret_value("kiro_api_key")
+        if refresh and self.cleaned_data.get("refresh_token"):
+            problem = kiro_files.refresh_token_problem(refresh)
+            if problem:
+                self.add_error("refresh_token", f"Refresh token {problem}.")
+        if method in (AuthMethod.SOCIAL, AuthMethod.IDC, AuthMethod.EXTERNAL_IDP) and not refresh:
+            self.add_error("refresh_token", "This kind of credential needs a refresh token.")
+        if method == AuthMethod.IDC and not (
+            data.get("client_id") and self._secret_value("client_secret")
+        ):
+            self.add_error("client_id", "IdC credentials need a client id and a client secret.")
+        if method == AuthMethod.API_KEY and not api_key:
+            self.add_error("kiro_api_key", "API-key credentials need a Kiro API key (ksk_…).")
+        if method == AuthMethod.EXTERNAL_IDP:
+            endpoint = data.get("token_endpoint") or ""
+            problem = kiro_files.validate_token_endpoint(endpoint) if endpoint else "is required"
+            if problem:
+                self.add_error("token_endpoint", f"Token endpoint {problem}.")
+        others = Credential.objects.exclude(pk=self.instance.pk)
+        if refresh and others.filter(refresh_token_hash=sha256_hex(refresh)).exists():
+            self.add_error("refresh_token", "Another credential already has this refresh token.")
+        if api_key and others.filter(kiro_api_key_hash=sha256_hex(api_key)).exists():
+            self.add_error("kiro_api_key", "Another credential already has this API key.")
+        return data
+
+    def save(self, commit: bool = True) -> Credential:
+        credential = super().save(commit=False)
+        credential.set_refresh_token(self._secret_value("refresh_token"))
+        credential.set_kiro_api_key(self._secret_value("kiro_api_key"))
+        for name in ("access_token", "client_secret", "proxy_password"):
+            setattr(credential, name, self._secret_value(name))
+        if commit:
+            credential.save()
+            self.save_m2m()
+        return credential
+
+
+class GatewaySettingsForm(SecretFieldsMixin, forms.ModelForm):
+    secret_fields = ("proxy_password", "count_tokens_api_key", "admin_api_key", "github_token")
+
+    class Meta:
+        model = GatewaySettings
+        formfield_callback = https_urls
+        # api_key is left out: the system client key is rotated from its client-key page.
+        fields = [
+            f.name
+            for f in GatewaySettings._meta.concrete_fields
+            if f.editable and f.name not in ("id", "api_key")
+        ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_secrets()
+
+    def save(self, commit: bool = True) -> GatewaySettings:
+        row = super().save(commit=False)
+        for name in self.secret_fields:
+            setattr(row, name, self._secret_value(name))
+        if commit:
+            row.save()
+        return row
+
+
+class KiroImportForm(forms.Form):
+    config = forms.FileField(required=False, label="config.json")
+    credentials = forms.FileField(required=False, label="credentials.json")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not data.get("config") and not data.get("credentials"):
+            raise ValidationError("Choose config.json, credentials.json, or both.")
+        for name in ("config", "credentials"):
+            upload = data.get(name)
+            if upload is None:
+                continue
+            try:
+                data[f"{name}_text"] = upload.read().decode("utf-8")
+            except UnicodeDecodeError:
+                self.add_error(name, f"{upload.name} is not UTF-8 text.")
+            data[f"{name}_name"] = upload.name
+        return data

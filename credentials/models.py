@@ -1,0 +1,308 @@
+"""Upstream Kiro accounts, their groups, client keys and the runtime settings row."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from credentials.crypto import EncryptedTextField
+
+
+def sha256_hex(value: str) -> str:
+    """Hash a secret for lookups and duplicate detection (never reversible)."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class AuthMethod(models.TextChoices):
+    SOCIAL = "social", "Social (GitHub / Google)"
+    IDC = "idc", "IdC (Builder ID / Enterprise)"
+    EXTERNAL_IDP = "external_idp", "External IdP (Entra ID)"
+    API_KEY = "api_key", "Kiro API key"
+
+
+class DisabledReason(models.TextChoices):
+    # spec kiro-ops §3.6
+    MANUAL = "Manual", "Manual"
+    TOO_MANY_FAILURES = "TooManyFailures", "Too many failures"
+    TOO_MANY_REFRESH_FAILURES = "TooManyRefreshFailures", "Too many refresh failures"
+    INVALID_REFRESH_TOKEN = "InvalidRefreshToken", "Invalid refresh token"
+    QUOTA_EXCEEDED = "QuotaExceeded", "Quota exceeded"
+    SUSPENDED = "Suspended", "Suspended"
+    INVALID_CONFIG = "InvalidConfig", "Invalid config"
+
+
+class Endpoint(models.TextChoices):
+    IDE = "ide", "ide (generateAssistantResponse)"
+    CLI = "cli", "cli (Amazon Q CLI)"
+
+
+class CredentialGroup(models.Model):
+    name = models.CharField(max_length=64, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Credential(models.Model):
+    """One Kiro account. The primary key is the kiro-rs credential id, kept across import."""
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=200, blank=True, help_text="Operator label.")
+    auth_method = models.CharField(max_length=16, choices=AuthMethod.choices)
+    provider = models.CharField(max_length=64, blank=True)
+
+    # Secrets: encrypted at rest, write-only in the admin. Hashes serve duplicate checks.
+    refresh_token = EncryptedTextField(blank=True)
+    refresh_token_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    access_token = EncryptedTextField(blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    client_id = models.CharField(max_length=512, blank=True)
+    client_secret = EncryptedTextField(blank=True)
+    kiro_api_key = EncryptedTextField(blank=True)
+    kiro_api_key_hash = models.CharField(max_length=64, blank=True, db_index=True)
+
+    start_url = models.URLField(max_length=500, blank=True)
+    token_endpoint = models.URLField(max_length=500, blank=True)
+    issuer_url = models.URLField(max_length=500, blank=True)
+    scopes = models.CharField(max_length=1000, blank=True)
+
+    region = models.CharField(max_length=32, blank=True, help_text="Legacy: auth region only.")
+    auth_region = models.CharField(max_length=32, blank=True)
+    api_region = models.CharField(max_length=32, blank=True)
+    machine_id = models.CharField(max_length=64, blank=True)
+    profile_arn = models.CharField(max_length=256, blank=True)
+    endpoint = models.CharField(
+        max_length=8, choices=Endpoint.choices, blank=True, help_text="Blank: the default."
+    )
+
+    proxy_url = models.CharField(
+        max_length=500, blank=True, help_text="http(s):// or socks5:// URL, or 'direct'."
+    )
+    proxy_username = models.CharField(max_length=200, blank=True)
+    proxy_password = EncryptedTextField(blank=True)
+
+    priority = models.PositiveIntegerField(default=0, help_text="Lower is preferred.")
+    groups = models.ManyToManyField(CredentialGroup, blank=True, related_name="credentials")
+
+    enabled = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=32, choices=DisabledReason.choices, blank=True)
+    failure_count = models.PositiveIntegerField(default=0)
+    refresh_failure_count = models.PositiveIntegerField(default=0)
+    total_failure_count = models.PositiveBigIntegerField(default=0)
+    success_count = models.PositiveBigIntegerField(default=0)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    cooldown_until = models.DateTimeField(null=True, blank=True)
+
+    self_heal_rounds = models.PositiveIntegerField(default=0)
+    self_heal_total = models.PositiveBigIntegerField(default=0)
+    last_self_heal_at = models.DateTimeField(null=True, blank=True)
+    self_heal_model = models.CharField(max_length=200, blank=True)
+
+    email = models.CharField(max_length=254, blank=True)
+    subscription_title = models.CharField(max_length=100, blank=True)
+    source_channel = models.CharField(max_length=200, blank=True)
+    balance = models.JSONField(null=True, blank=True)
+    balance_checked_at = models.DateTimeField(null=True, blank=True)
+
+    # kiro-rs interchange: unknown keys kept verbatim for export, plus which keys the source
+    # file spelled out and the original spelling of timestamps (see credentials/kiro_files.py).
+    kiro_extra = models.JSONField(default=dict, blank=True)
+    kiro_created_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["priority", "id"]
+        indexes = [models.Index(fields=["enabled", "priority"])]
+        permissions = [
+            ("import_kiro", "Can import kiro-rs config.json / credentials.json"),
+            ("export_kiro", "Can export kiro-rs files (contains secrets)"),
+        ]
+
+    def __str__(self) -> str:
+        label = self.name or self.email or f"{self.get_auth_method_display()}"
+        return f"#{self.pk} {label}"
+
+    def set_refresh_token(self, value: str) -> None:
+        self.refresh_token = value
+        self.refresh_token_hash = sha256_hex(value) if value else ""
+
+    def set_kiro_api_key(self, value: str) -> None:
+        self.kiro_api_key = value
+        self.kiro_api_key_hash = sha256_hex(value) if value else ""
+
+
+class ClientKey(models.Model):
+    """A key that clients present to `/v1`; only its SHA-256 hash is stored."""
+
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    prefix = models.CharField(max_length=32, help_text="Shown to tell keys apart.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    group = models.ForeignKey(
+        CredentialGroup,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="client_keys",
+        help_text="When set, this key uses only the credentials of this group.",
+    )
+    enabled = models.BooleanField(default=True)
+    is_system = models.BooleanField(
+        default=False, help_text="Synced from config.json apiKey (kiro-rs key id 0)."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-is_system", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_system"],
+                condition=models.Q(is_system=True),
+                name="one_system_client_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class LoadBalancingMode(models.TextChoices):
+    PRIORITY = "priority", "Priority (sticky)"
+    BALANCED = "balanced", "Balanced (least used)"
+
+
+class TlsBackend(models.TextChoices):
+    RUSTLS = "rustls", "rustls (bundled roots)"
+    NATIVE_TLS = "native-tls", "native-tls (OS trust store)"
+
+
+class ToolCompatibilityMode(models.TextChoices):
+    CLAUDE_CODE = "claude-code", "claude-code"
+    RAW = "raw", "raw"
+
+
+class CountTokensAuthType(models.TextChoices):
+    X_API_KEY = "x-api-key", "x-api-key"
+    BEARER = "bearer", "bearer"
+
+
+class GatewaySettings(models.Model):
+    """The one row of runtime settings: every field of kiro-rs config.json (spec kiro-ops §1.3).
+
+    host and port are kept only to write config.json back; the server binds to HOST/PORT from
+    the environment. Secrets are encrypted at rest and leave only through the kiro-rs export.
+    """
+
+    singleton_id = 1
+
+    host = models.CharField(max_length=255, default="127.0.0.1")
+    port = models.PositiveIntegerField(default=8990, validators=[MaxValueValidator(65535)])
+    region = models.CharField(max_length=32, default="us-east-1")
+    auth_region = models.CharField(max_length=32, blank=True)
+    api_region = models.CharField(max_length=32, blank=True)
+    kiro_version = models.CharField(max_length=32, default="2.3.0")
+    machine_id = models.CharField(max_length=64, blank=True)
+    system_version = models.CharField(max_length=64, default="macos")
+    node_version = models.CharField(max_length=32, default="22.22.0")
+    tls_backend = models.CharField(
+        max_length=16, choices=TlsBackend.choices, default=TlsBackend.RUSTLS
+    )
+    count_tokens_api_url = models.URLField(max_length=500, blank=True)
+    count_tokens_api_key = EncryptedTextField(blank=True)
+    count_tokens_auth_type = models.CharField(
+        max_length=16, choices=CountTokensAuthType.choices, default=CountTokensAuthType.X_API_KEY
+    )
+    proxy_url = models.CharField(max_length=500, blank=True, help_text="Global outbound proxy.")
+    proxy_username = models.CharField(max_length=200, blank=True)
+    proxy_password = EncryptedTextField(blank=True)
+    # config.json apiKey: the system client key's plaintext, kept (encrypted) only so that the
+    # kiro-rs export can write config.json back; authentication uses ClientKey's hash.
+    api_key = EncryptedTextField(blank=True)
+    admin_api_key = EncryptedTextField(
+        blank=True, help_text="kiro-rs adminApiKey; unused here (the Django admin replaces it)."
+    )
+    github_token = EncryptedTextField(blank=True)
+    update_previous_version = models.CharField(max_length=64, blank=True)
+    update_last_applied_at = models.CharField(max_length=64, blank=True)
+    update_auto_apply = models.BooleanField(default=False)
+    update_auto_apply_time = models.CharField(max_length=5, default="03:00")
+
+    load_balancing_mode = models.CharField(
+        max_length=16, choices=LoadBalancingMode.choices, default=LoadBalancingMode.PRIORITY
+    )
+    account_throttle_failover = models.BooleanField(default=True)
+    account_throttle_cooldown_secs = models.PositiveIntegerField(
+        default=1800, validators=[MinValueValidator(1), MaxValueValidator(86400)]
+    )
+    account_rpm_limit_enabled = models.BooleanField(default=False)
+    account_rpm_limit = models.PositiveIntegerField(
+        default=60, validators=[MinValueValidator(1), MaxValueValidator(100000)]
+    )
+    suspended_detection_enabled = models.BooleanField(default=True)
+    self_heal_enabled = models.BooleanField(default=True)
+    self_heal_min_interval_secs = models.PositiveIntegerField(
+        default=300, validators=[MaxValueValidator(86400)]
+    )
+    self_heal_max_consecutive_rounds = models.PositiveIntegerField(
+        default=5, validators=[MaxValueValidator(1000)]
+    )
+    model_cache_ttl_secs = models.PositiveIntegerField(default=3600)
+    extract_thinking = models.BooleanField(default=True)
+    tool_compatibility_mode = models.CharField(
+        max_length=16,
+        choices=ToolCompatibilityMode.choices,
+        default=ToolCompatibilityMode.CLAUDE_CODE,
+    )
+    default_endpoint = models.CharField(
+        max_length=8, choices=Endpoint.choices, default=Endpoint.IDE
+    )
+    trace_enabled = models.BooleanField(default=True)
+    trace_retention_days = models.PositiveIntegerField(
+        default=7, validators=[MinValueValidator(1), MaxValueValidator(365)]
+    )
+    usage_log_retention_days = models.PositiveIntegerField(
+        default=31, validators=[MinValueValidator(1), MaxValueValidator(365)]
+    )
+    endpoints = models.JSONField(default=dict, blank=True)
+    custom_models = models.JSONField(default=list, blank=True)
+
+    # Gateway-only knobs (not in config.json).
+    max_attempts_per_credential = models.PositiveIntegerField(
+        default=3, validators=[MinValueValidator(1), MaxValueValidator(20)]
+    )
+    max_attempts_per_request = models.PositiveIntegerField(
+        default=9, validators=[MinValueValidator(1), MaxValueValidator(100)]
+    )
+    stream_ping_interval_secs = models.PositiveIntegerField(
+        default=25, validators=[MinValueValidator(1), MaxValueValidator(600)]
+    )
+
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "gateway settings"
+        verbose_name_plural = "gateway settings"
+
+    def __str__(self) -> str:
+        return "Gateway settings"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.pk = self.singleton_id
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def load(cls) -> GatewaySettings:
+        """Return the settings row, creating it with defaults on first use."""
+        obj, _ = cls.objects.get_or_create(pk=cls.singleton_id)
+        return obj

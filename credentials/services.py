@@ -1,0 +1,328 @@
+"""Writes to credentials, client keys and settings: the only module that changes these rows."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.management.color import no_style
+from django.db import connection, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from credentials import kiro_files
+from credentials.models import (
+    ClientKey,
+    Credential,
+    CredentialGroup,
+    DisabledReason,
+    GatewaySettings,
+    sha256_hex,
+)
+
+_BASE62 = string.ascii_letters + string.digits
+SYSTEM_KEY_NAME = "System key (config.json apiKey)"
+
+
+# --- client keys ------------------------------------------------------------------------
+
+
+def client_key_generate() -> str:
+    """Return a new client key: `sk-` plus 32 base62 characters (spec kiro-ops §4.2)."""
+    return "sk-" + "".join(secrets.choice(_BASE62) for _ in range(32))
+
+
+def client_key_prefix(plaintext: str) -> str:
+    """Return the part of a key shown in lists: its first 8 characters."""
+    return plaintext[:8]
+
+
+def client_key_create(
+    *,
+    name: str,
+    description: str = "",
+    group: CredentialGroup | None = None,
+    plaintext: str | None = None,
+) -> tuple[ClientKey, str]:
+    """Create a client key and return it with its plaintext, which is never stored."""
+    plaintext = plaintext or client_key_generate()
+    key = ClientKey.objects.create(
+        name=name,
+        description=description,
+        group=group,
+        prefix=client_key_prefix(plaintext),
+        key_hash=sha256_hex(plaintext),
+    )
+    return key, plaintext
+
+
+def client_key_rotate(*, key: ClientKey) -> str:
+    """Give a key a new secret; the old one stops working at once. Return the plaintext."""
+    plaintext = client_key_generate()
+    key.prefix = client_key_prefix(plaintext)
+    key.key_hash = sha256_hex(plaintext)
+    key.save(update_fields=["prefix", "key_hash"])
+    if key.is_system:
+        settings_row = GatewaySettings.load()
+        settings_row.api_key = plaintext  # spec kiro-ops feature 74: written back to apiKey
+        settings_row.save(update_fields=["api_key", "updated_at"])
+    return plaintext
+
+
+def client_key_sync_system(*, plaintext: str) -> ClientKey:
+    """Make `plaintext` the system key's secret (spec kiro-ops §4.2, config.json apiKey)."""
+    digest = sha256_hex(plaintext)
+    system = ClientKey.objects.filter(is_system=True).first()
+    ClientKey.objects.filter(key_hash=digest).exclude(pk=getattr(system, "pk", None)).delete()
+    if system is None:
+        return ClientKey.objects.create(
+            name=SYSTEM_KEY_NAME,
+            description="Synced from config.json apiKey.",
+            prefix=client_key_prefix(plaintext),
+            key_hash=digest,
+            is_system=True,
+        )
+    if system.key_hash != digest:
+        # A changed value re-enables the key and keeps name, group and counters.
+        system.key_hash = digest
+        system.prefix = client_key_prefix(plaintext)
+        system.enabled = True
+        system.save(update_fields=["key_hash", "prefix", "enabled"])
+    return system
+
+
+# --- credentials: small state changes ----------------------------------------------------
+
+
+def credential_enable(*, credential_ids: Iterable[int]) -> int:
+    """Enable credentials, clearing reason, failure counters and cooldown (spec §2.6)."""
+    return (
+        Credential.objects.filter(pk__in=list(credential_ids))
+        .exclude(disabled_reason=DisabledReason.INVALID_CONFIG)
+        .update(
+            enabled=True,
+            disabled_reason="",
+            failure_count=0,
+            refresh_failure_count=0,
+            cooldown_until=None,
+            self_heal_rounds=0,
+            last_self_heal_at=None,
+            self_heal_model="",
+            updated_at=timezone.now(),
+        )
+    )
+
+
+def credential_disable(*, credential_ids: Iterable[int]) -> int:
+    """Disable credentials by hand (reason Manual)."""
+    return Credential.objects.filter(pk__in=list(credential_ids), enabled=True).update(
+        enabled=False, disabled_reason=DisabledReason.MANUAL, updated_at=timezone.now()
+    )
+
+
+def credential_reset_failures(*, credential_ids: Iterable[int]) -> int:
+    """Zero the failure counters; a credential disabled for failures is enabled again."""
+    ids = list(credential_ids)
+    now = timezone.now()
+    Credential.objects.filter(
+        pk__in=ids,
+        enabled=False,
+        disabled_reason__in=[
+            DisabledReason.TOO_MANY_FAILURES,
+            DisabledReason.TOO_MANY_REFRESH_FAILURES,
+        ],
+    ).update(enabled=True, disabled_reason="", updated_at=now)
+    return Credential.objects.filter(pk__in=ids).update(
+        failure_count=0, refresh_failure_count=0, total_failure_count=0, updated_at=now
+    )
+
+
+def groups_ensure(*, names: Iterable[str]) -> dict[str, CredentialGroup]:
+    """Return groups by name, creating the missing ones (spec kiro-ops §3.11)."""
+    wanted = sorted(set(names))
+    existing = {g.name: g for g in CredentialGroup.objects.filter(name__in=wanted)}
+    for name in wanted:
+        if name not in existing:
+            existing[name] = CredentialGroup.objects.create(name=name)
+    return existing
+
+
+# --- kiro-rs import ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ImportPlanItem:
+    index: int
+    credential_id: int | None
+    action: str  # "create" | "update"
+    auth_method: str
+    label: str
+    enabled: bool
+    rules: list[str]
+
+
+@dataclass(slots=True)
+class ImportPlan:
+    """What an import would do; built without writing anything."""
+
+    settings_values: dict[str, Any] | None
+    credentials: list[kiro_files.ParsedCredential]
+    items: list[ImportPlanItem]
+    single_object: bool
+    system_key: bool
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def created(self) -> int:
+        return sum(1 for item in self.items if item.action == "create")
+
+    @property
+    def updated(self) -> int:
+        return sum(1 for item in self.items if item.action == "update")
+
+
+def kiro_import_plan(
+    *,
+    config_text: str | None,
+    credentials_text: str | None,
+    config_name: str = "config.json",
+    credentials_name: str = "credentials.json",
+) -> ImportPlan:
+    """Parse both files and decide, per entry, create or update. Raises KiroFileError."""
+    settings_values = (
+        kiro_files.parse_config(config_text, config_name) if config_text is not None else None
+    )
+    parsed, single = (
+        kiro_files.parse_credentials(credentials_text, credentials_name)
+        if credentials_text is not None
+        else ([], False)
+    )
+    existing_ids = set(Credential.objects.values_list("pk", flat=True))
+    by_refresh = dict(
+        Credential.objects.exclude(refresh_token_hash="").values_list("refresh_token_hash", "pk")
+    )
+    by_api_key = dict(
+        Credential.objects.exclude(kiro_api_key_hash="").values_list("kiro_api_key_hash", "pk")
+    )
+    next_id = max([*existing_ids, *(p.values.get("id") or 0 for p in parsed), 0]) + 1
+    items: list[ImportPlanItem] = []
+    claimed: set[int] = set()
+    for entry in parsed:
+        ident = entry.values.get("id")
+        if ident is None:
+            # spec kiro-ops §2.4: ids come from max+1; re-import matches by token instead.
+            refresh = entry.values.get("refresh_token")
+            api_key = entry.values.get("kiro_api_key")
+            match = (refresh and by_refresh.get(sha256_hex(refresh))) or (
+                api_key and by_api_key.get(sha256_hex(api_key))
+            )
+            if match and match not in claimed:
+                ident = match
+            else:
+                ident = next_id
+                next_id += 1
+                entry.rules.append("id_assigned")
+            entry.values["id"] = ident
+        claimed.add(ident)
+        items.append(
+            ImportPlanItem(
+                index=entry.index,
+                credential_id=ident,
+                action="update" if ident in existing_ids else "create",
+                auth_method=entry.values["auth_method"],
+                label=entry.values.get("email") or entry.values.get("provider") or "",
+                enabled=entry.values["enabled"],
+                rules=list(entry.rules),
+            )
+        )
+    return ImportPlan(
+        settings_values=settings_values,
+        credentials=parsed,
+        items=items,
+        single_object=single,
+        system_key=bool(settings_values and settings_values.get("api_key", "").strip()),
+    )
+
+
+# Model fields an import may set, with the value an absent key leaves behind.
+_IMPORTED_DEFAULTS: dict[str, Any] = {
+    key.attr: (0 if key.kind == "int" else None if key.kind == "time" else "")
+    for key in kiro_files.CREDENTIAL_KEYS
+    if key.kind not in ("groups", "disabled") and key.attr != "id"
+}
+
+
+@transaction.atomic
+def kiro_import_apply(*, plan: ImportPlan) -> ImportPlan:
+    """Write a planned import in one transaction: settings, system key, credentials."""
+    if plan.settings_values is not None:
+        settings_row = GatewaySettings.load()
+        for attr, value in plan.settings_values.items():
+            setattr(settings_row, attr, value)
+        settings_row.save()
+        if plan.system_key:
+            client_key_sync_system(plaintext=plan.settings_values["api_key"].strip())
+
+    groups = groups_ensure(names=[g for entry in plan.credentials for g in entry.groups])
+    for entry in plan.credentials:
+        ident = entry.values["id"]
+        credential = Credential.objects.filter(pk=ident).first() or Credential(pk=ident)
+        for attr, default in _IMPORTED_DEFAULTS.items():
+            value = entry.values.get(attr)
+            setattr(credential, attr, default if value is None else value)
+        credential.set_refresh_token(credential.refresh_token)
+        credential.set_kiro_api_key(credential.kiro_api_key)
+        credential.enabled = entry.values["enabled"]
+        credential.disabled_reason = entry.values.get("disabled_reason") or ""
+        credential.kiro_extra = entry.kiro_extra
+        credential.save()
+        credential.groups.set([groups[name] for name in entry.groups])
+    _reset_sequences()
+    return plan
+
+
+def _reset_sequences() -> None:
+    """Move Postgres' id sequence past imported explicit ids (SQLite needs nothing)."""
+    statements = connection.ops.sequence_reset_sql(no_style(), [Credential])
+    if statements:
+        with connection.cursor() as cursor:
+            for sql in statements:
+                cursor.execute(sql)
+
+
+# --- kiro-rs export ----------------------------------------------------------------------
+
+
+def kiro_export_credentials(*, credential_ids: Iterable[int] | None = None) -> list[dict]:
+    """Return credentials.json entries (array form, ordered by priority then id)."""
+    queryset = Credential.objects.prefetch_related("groups").order_by("priority", "pk")
+    if credential_ids is not None:
+        queryset = queryset.filter(pk__in=list(credential_ids))
+    entries = []
+    for credential in queryset:
+        values = {
+            key.attr: getattr(credential, key.attr)
+            for key in kiro_files.CREDENTIAL_KEYS
+            if key.kind != "groups"
+        }
+        values["id"] = credential.pk
+        if credential.enabled:
+            values["disabled_reason"] = ""
+        groups = [g.name for g in credential.groups.all()]
+        entries.append(kiro_files.render_credential(values, groups, credential.kiro_extra or {}))
+    return entries
+
+
+def kiro_export_config() -> dict:
+    """Return config.json as kiro-rs writes it, secrets included (explicit export only)."""
+    settings_row = GatewaySettings.load()
+    values = {key.attr: getattr(settings_row, key.attr) for key in kiro_files.CONFIG_KEYS}
+    return kiro_files.render_config(values)
+
+
+def next_credential_id() -> int:
+    """Return the id a new credential would get (max + 1), for forms that preview it."""
+    return (Credential.objects.aggregate(top=Max("pk"))["top"] or 0) + 1

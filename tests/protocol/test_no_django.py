@@ -1,0 +1,44 @@
+"""gateway/protocol stays free of Django: checked in source and at import time."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PROTOCOL = Path(__file__).resolve().parents[2] / "gateway" / "protocol"
+
+
+def test_no_module_under_gateway_protocol_imports_django():
+    offenders = []
+    for path in PROTOCOL.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "django"]
+
+    assert offenders == []
+
+
+def test_importing_every_protocol_module_loads_no_django():
+    modules = sorted(p.stem for p in PROTOCOL.glob("*.py") if p.stem != "__init__")
+    code = (
+        "import sys, importlib\n"
+        f"for m in {modules!r}: importlib.import_module('gateway.protocol.' + m)\n"
+        "print(sorted(k for k in sys.modules if k.split('.')[0] in ('django', 'channels')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROTOCOL.parents[1],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert modules
+    assert out.stdout.strip() == "[]"
