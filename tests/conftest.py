@@ -1,40 +1,52 @@
-"""Shared fixtures: named personas and logged-in admin clients."""
+"""Shared fixtures: named personas and logged-in admin clients.
+
+Imports of Django code stay inside the fixtures so that the protocol tests also run with
+`-p no:django` (gateway/protocol must not need Django).
+"""
 
 from __future__ import annotations
 
 import pytest
-from django.test import Client
 
-from tests import factories
+pytest_plugins = ["gateway.fakekiro.pytest_plugin"]
 
 
 @pytest.fixture
 def superuser(db):
+    from tests import factories
+
     return factories.make_superuser()
 
 
 @pytest.fixture
 def operator(db):
+    from tests import factories
+
     return factories.make_operator()
 
 
 @pytest.fixture
 def viewer(db):
+    from tests import factories
+
     return factories.make_viewer()
 
 
 @pytest.fixture
 def outsider(db):
+    from tests import factories
+
     return factories.make_outsider()
-
-
-def _client_for(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture
 def admin_client_as():
     """Return a function giving a logged-in test client for a persona."""
-    return _client_for
+    from django.test import Client
+
+    def client_for(user) -> Client:
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return client_for
