@@ -1,0 +1,7 @@
+"""Allow `python -m gateway.fakekiro --port N --scenario NAME`."""
+
+from __future__ import annotations
+
+from gateway.fakekiro.server import main
+
+main()
