@@ -111,6 +111,18 @@ class Credential(models.Model):
     source_channel = models.CharField(max_length=200, blank=True)
     balance = models.JSONField(null=True, blank=True)
     balance_checked_at = models.DateTimeField(null=True, blank=True)
+    available_models = models.JSONField(
+        null=True, blank=True, help_text="Upstream model ids (ListAvailableModels), lower-case."
+    )
+    models_checked_at = models.DateTimeField(null=True, blank=True)
+
+    # Token refresh single-flight across processes (spec kiro-protocol §8.7): a refresher
+    # claims the row with a conditional UPDATE; everyone else waits for token_version to move.
+    token_version = models.PositiveBigIntegerField(default=0)
+    refresh_claimed_until = models.DateTimeField(null=True, blank=True)
+    refresh_claim_owner = models.CharField(max_length=64, blank=True)
+    refresh_count = models.PositiveBigIntegerField(default=0)
+    last_refreshed_at = models.DateTimeField(null=True, blank=True)
 
     # kiro-rs interchange: unknown keys kept verbatim for export, plus which keys the source
     # file spelled out and the original spelling of timestamps (see credentials/kiro_files.py).
@@ -287,6 +299,8 @@ class GatewaySettings(models.Model):
     stream_ping_interval_secs = models.PositiveIntegerField(
         default=25, validators=[MinValueValidator(1), MaxValueValidator(600)]
     )
+    # Priority mode's sticky current credential (spec kiro-ops §3.2), shared by all processes.
+    current_credential_id = models.BigIntegerField(null=True, blank=True, editable=False)
 
     updated_at = models.DateTimeField(auto_now=True)
 

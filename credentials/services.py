@@ -6,11 +6,12 @@ import secrets
 import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.color import no_style
 from django.db import connection, transaction
-from django.db.models import Max
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from credentials import kiro_files
@@ -326,3 +327,160 @@ def kiro_export_config() -> dict:
 def next_credential_id() -> int:
     """Return the id a new credential would get (max + 1), for forms that preview it."""
     return (Credential.objects.aggregate(top=Max("pk"))["top"] or 0) + 1
+
+
+# --- pool bookkeeping (spec kiro-ops §3.5–§3.9) -------------------------------------------
+
+FAILURES_BEFORE_DISABLE = 3
+
+
+def pool_set_current(*, credential_id: int | None) -> None:
+    """Move priority mode's sticky current credential (shared by every process)."""
+    GatewaySettings.objects.filter(pk=GatewaySettings.singleton_id).update(
+        current_credential_id=credential_id
+    )
+
+
+def credential_disable_auto(*, credential_id: int, reason: str) -> None:
+    """Disable a credential for an upstream reason (QuotaExceeded, Suspended, ...)."""
+    Credential.objects.filter(pk=credential_id).update(
+        enabled=False,
+        disabled_reason=reason,
+        failure_count=FAILURES_BEFORE_DISABLE,
+        total_failure_count=F("total_failure_count") + 1,
+        updated_at=timezone.now(),
+    )
+
+
+def credential_count_failure(*, credential_id: int) -> bool:
+    """Count one auth failure; at three in a row disable (TooManyFailures). Return disabled?"""
+    now = timezone.now()
+    Credential.objects.filter(pk=credential_id).update(
+        failure_count=F("failure_count") + 1,
+        total_failure_count=F("total_failure_count") + 1,
+        updated_at=now,
+    )
+    return bool(
+        Credential.objects.filter(
+            pk=credential_id, enabled=True, failure_count__gte=FAILURES_BEFORE_DISABLE
+        ).update(enabled=False, disabled_reason=DisabledReason.TOO_MANY_FAILURES, updated_at=now)
+    )
+
+
+def credential_cooldown(*, credential_id: int, seconds: int) -> None:
+    """Cool a throttled credential down (spec kiro-ops §3.7); never leads to a disable."""
+    now = timezone.now()
+    until = now + timedelta(seconds=max(1, seconds))
+    Credential.objects.filter(pk=credential_id).filter(
+        Q(cooldown_until__isnull=True) | Q(cooldown_until__lt=until)
+    ).update(cooldown_until=until, updated_at=now)
+    Credential.objects.filter(pk=credential_id).update(
+        total_failure_count=F("total_failure_count") + 1
+    )
+
+
+def credential_report_success(*, credential_id: int, model: str | None) -> None:
+    """Record a served request: counters, last use, cooldown and self-heal streak cleared."""
+    now = timezone.now()
+    Credential.objects.filter(pk=credential_id).update(
+        success_count=F("success_count") + 1,
+        last_used_at=now,
+        failure_count=0,
+        refresh_failure_count=0,
+        cooldown_until=None,
+    )
+    if model:
+        # spec kiro-ops §3.9: only a success on the streak's own model clears it.
+        Credential.objects.filter(pk=credential_id, self_heal_model=model.lower()).update(
+            self_heal_rounds=0, last_self_heal_at=None, self_heal_model=""
+        )
+
+
+def credential_self_heal(*, credential_ids: Iterable[int], model: str | None) -> int:
+    """Re-enable TooManyFailures credentials for another try (spec kiro-ops §3.9)."""
+    now = timezone.now()
+    return Credential.objects.filter(
+        pk__in=list(credential_ids),
+        enabled=False,
+        disabled_reason=DisabledReason.TOO_MANY_FAILURES,
+    ).update(
+        enabled=True,
+        disabled_reason="",
+        failure_count=0,
+        self_heal_rounds=F("self_heal_rounds") + 1,
+        self_heal_total=F("self_heal_total") + 1,
+        last_self_heal_at=now,
+        self_heal_model=(model or "").lower(),
+        updated_at=now,
+    )
+
+
+# --- token refresh bookkeeping (spec kiro-protocol §8) ------------------------------------
+
+
+def credential_refresh_claim(
+    *, credential_id: int, seen_version: int, owner: str, ttl_seconds: int
+) -> bool:
+    """Claim the right to refresh with a conditional UPDATE; True for exactly one caller."""
+    now = timezone.now()
+    return bool(
+        Credential.objects.filter(pk=credential_id, token_version=seen_version)
+        .filter(Q(refresh_claimed_until__isnull=True) | Q(refresh_claimed_until__lt=now))
+        .update(
+            refresh_claimed_until=now + timedelta(seconds=ttl_seconds),
+            refresh_claim_owner=owner,
+        )
+    )
+
+
+def credential_refresh_commit(
+    *,
+    credential_id: int,
+    owner: str,
+    access_token: str,
+    expires_at: Any,
+    refresh_token: str | None,
+    profile_arn: str | None,
+) -> None:
+    """Store a refreshed token, bump token_version and release the claim."""
+    credential = Credential.objects.get(pk=credential_id)
+    credential.access_token = access_token
+    credential.expires_at = expires_at
+    if refresh_token:
+        credential.set_refresh_token(refresh_token)  # rotated (spec kiro-ops §2.8)
+    if profile_arn:
+        credential.profile_arn = profile_arn
+    credential.token_version += 1
+    credential.refresh_claimed_until = None
+    credential.refresh_claim_owner = ""
+    credential.refresh_failure_count = 0
+    credential.refresh_count += 1
+    credential.last_refreshed_at = timezone.now()
+    credential.save(update_fields=[
+        "access_token", "expires_at", "refresh_token", "refresh_token_hash", "profile_arn",
+        "token_version", "refresh_claimed_until", "refresh_claim_owner",
+        "refresh_failure_count", "refresh_count", "last_refreshed_at", "updated_at",
+    ])  # fmt: skip
+
+
+def credential_refresh_failed(*, credential_id: int, owner: str, invalid_grant: bool) -> bool:
+    """Record a failed refresh and release the claim. Return whether it was disabled."""
+    now = timezone.now()
+    release = {"refresh_claimed_until": None, "refresh_claim_owner": "", "updated_at": now}
+    rows = Credential.objects.filter(pk=credential_id)
+    if invalid_grant:
+        rows.update(enabled=False, disabled_reason=DisabledReason.INVALID_REFRESH_TOKEN, **release)
+        return True
+    rows.update(refresh_failure_count=F("refresh_failure_count") + 1, **release)
+    return bool(
+        rows.filter(enabled=True, refresh_failure_count__gte=FAILURES_BEFORE_DISABLE).update(
+            enabled=False, disabled_reason=DisabledReason.TOO_MANY_REFRESH_FAILURES
+        )
+    )
+
+
+def credential_refresh_release(*, credential_id: int, owner: str) -> None:
+    """Give up a refresh claim without counting a failure."""
+    Credential.objects.filter(pk=credential_id, refresh_claim_owner=owner).update(
+        refresh_claimed_until=None, refresh_claim_owner=""
+    )

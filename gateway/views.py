@@ -1,12 +1,35 @@
-"""Thin async views of the client-facing edge."""
+"""Thin async views of the client-facing edge: parse, authenticate, call one service, return."""
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import RequestDataTooBig
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from credentials import selectors
+from credentials.selectors import GatewayConfig, KeyIdentity
+from gateway import auth, dispatch, search
+from gateway.db import db
+from gateway.protocol.classify import ClientError
+from gateway.protocol.convert import (
+    ConvertOptions,
+    convert_request,
+    encode_body,
+    web_search_mode,
+)
+from gateway.protocol.models import ConversionError, CustomModel, list_models, resolve_model
+from gateway.protocol.tokens import count_all_tokens
+from gateway.protocol.tools import restore_tool_call
+from gateway.protocol.translate import TranslateOptions, new_message_id
+from gateway.responses import SSE_HEADERS, error_response
+from usage.services import UsageDraft
 
 
 def _ping_database() -> None:
@@ -36,4 +59,266 @@ async def healthz(request: HttpRequest) -> JsonResponse:
     status = 200 if database["ok"] else 503
     return JsonResponse(
         {"status": "ok" if database["ok"] else "degraded", "database": database}, status=status
+    )
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _bad_request(message: str) -> ClientError:
+    return ClientError(400, "invalid_request_error", message)
+
+
+def _authenticate(presented: str | None) -> tuple[KeyIdentity | None, GatewayConfig]:
+    """Look the key up and read the settings row in one trip to a worker thread."""
+    key = selectors.client_key_by_hash(auth.key_hash(presented)) if presented else None
+    return key, selectors.gateway_config()
+
+
+def custom_models(config: GatewayConfig) -> tuple[CustomModel, ...]:
+    """Turn config.json's customModels entries into protocol values (spec kiro-ops §1.4)."""
+    out = []
+    for entry in config.custom_models:
+        if not isinstance(entry, Mapping) or not entry.get("id") or not entry.get("backendId"):
+            continue
+        out.append(
+            CustomModel(
+                id=str(entry["id"]),
+                backend_id=str(entry["backendId"]),
+                display_name=entry.get("displayName"),
+                context_window=entry.get("contextWindow") or 200_000,
+                max_tokens=entry.get("maxTokens") or 64_000,
+                supports_reasoning=bool(entry.get("supportsReasoning")),
+                owned_by=entry.get("ownedBy") or "custom",
+            )
+        )
+    return tuple(out)
+
+
+class TooLarge(Exception):
+    """The body is over KIRO_MAX_BODY_BYTES."""
+
+
+def _parse_body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise TooLarge from None
+    if not raw:
+        raise ConversionError("body", "the request body is empty; send a JSON object")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConversionError("body", f"the request body is not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise ConversionError("body", "the request body must be a JSON object")
+    return body
+
+
+def _validate_messages_body(body: dict[str, Any]) -> None:
+    """Check what Anthropic's API itself requires before converting."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise ConversionError("model", "field required: a model id string")
+    max_tokens = body.get("max_tokens")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0
+    ):
+        raise ConversionError("max_tokens", "must be a positive integer")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise ConversionError("stream", "must be true or false")
+
+
+async def _start(
+    request: HttpRequest, endpoint: str
+) -> tuple[KeyIdentity | None, GatewayConfig, UsageDraft, float]:
+    started = time.monotonic()
+    key, config = await db(_authenticate, auth.presented_key(request))
+    draft = UsageDraft(endpoint=endpoint, client_key_id=key.id if key else None)
+    return key, config, draft, started
+
+
+async def _reject(
+    draft: UsageDraft, started: float, error: ClientError, error_type: str | None = None
+) -> JsonResponse:
+    await dispatch.write_local(
+        draft,
+        status=error.status,
+        error_type=error_type or error.error_type,
+        message=error.message,
+        started=started,
+    )
+    return error_response(error)
+
+
+INVALID_KEY = ClientError(401, "authentication_error", "Invalid API key")
+TOO_LARGE = ClientError(413, "request_too_large", "The request body is too large.")
+
+
+# --- /v1/messages ------------------------------------------------------------------------
+
+
+async def _messages(request: HttpRequest, *, cc_mode: bool) -> HttpResponse:
+    endpoint = "/cc/v1/messages" if cc_mode else "/v1/messages"
+    key, config, draft, started = await _start(request, endpoint)
+    if key is None:
+        return await _reject(draft, started, INVALID_KEY)
+    try:
+        body = _parse_body(request)
+        _validate_messages_body(body)
+        draft.model_requested = str(body.get("model", ""))
+        draft.stream = body.get("stream") is True
+        options = ConvertOptions(
+            custom_models=custom_models(config),
+            tool_mode=config.tool_compatibility_mode,
+            endpoint=config.default_endpoint,
+        )
+        # spec 3.17: web search is routed before conversion.
+        mode = web_search_mode(body)
+        if mode == "only":
+            return await search.single_search(
+                key=key, config=config, draft=draft, body=body, started=started
+            )
+        if mode == "mixed":
+            return await search.search_loop(
+                key=key, config=config, draft=draft, body=body, options=options, started=started
+            )
+        # Images may be resized: keep Pillow's CPU time off the event loop.
+        conversion = await sync_to_async(convert_request, thread_sensitive=False)(
+            body, options=options
+        )
+    except ConversionError as exc:
+        return await _reject(draft, started, _bad_request(str(exc)))
+    except TooLarge:
+        return await _reject(draft, started, TOO_LARGE)
+    draft.model_sent = conversion.model.upstream_id
+    draft.normalizer_rules = [str(rule) for rule in conversion.rules]
+    tool_names = conversion.tool_name_map
+    translate = TranslateOptions(
+        model=draft.model_requested,
+        message_id=new_message_id(),
+        thinking=conversion.thinking.enabled,
+        input_tokens=count_all_tokens(
+            conversion.model.upstream_id,
+            body.get("system"),
+            body.get("messages") or [],
+            body.get("tools") or [],
+        ),
+        context_window=conversion.model.context_window,
+        tool_names=tool_names,
+        declared_tools=frozenset(
+            t.get("name") for t in body.get("tools") or [] if isinstance(t, dict) and t.get("name")
+        ),
+        cc_mode=cc_mode and draft.stream,
+        extract_thinking=config.extract_thinking,
+        restore_tool_input=lambda name, value: restore_tool_call(name, value, tool_names)[1],
+    )
+    gateway_request = dispatch.Request(
+        key=key,
+        config=config,
+        model=conversion.model.upstream_id,
+        body_bytes=encode_body(conversion.kiro_body),
+        translate=translate,
+        draft=draft,
+        started=started,
+    )
+    try:
+        connected = await dispatch.connect(gateway_request)
+    except dispatch.DispatchError as exc:
+        draft.error_message = exc.error.message
+        return await _reject(draft, started, exc.error, exc.error_type)
+    draft.http_status = 200
+    if draft.stream:
+        response = StreamingHttpResponse(
+            dispatch.relay(gateway_request, connected),
+            content_type="text/event-stream",
+            headers=SSE_HEADERS,
+        )
+        return response
+    status, payload = await dispatch.collect(gateway_request, connected)
+    draft.http_status = status
+    return JsonResponse(payload, status=status, json_dumps_params={"ensure_ascii": False})
+
+
+@csrf_exempt
+async def messages(request: HttpRequest) -> HttpResponse:
+    """POST /v1/messages."""
+    if request.method != "POST":
+        return error_response(ClientError(405, "invalid_request_error", "Use POST."))
+    return await _messages(request, cc_mode=False)
+
+
+@csrf_exempt
+async def cc_messages(request: HttpRequest) -> HttpResponse:
+    """POST /cc/v1/messages: holds the stream until input usage is exact (spec §6.11)."""
+    if request.method != "POST":
+        return error_response(ClientError(405, "invalid_request_error", "Use POST."))
+    return await _messages(request, cc_mode=True)
+
+
+@csrf_exempt
+async def count_tokens(request: HttpRequest) -> HttpResponse:
+    """POST /v1/messages/count_tokens: a local estimate (spec §10)."""
+    key, config, draft, started = await _start(request, request.path)
+    if key is None:
+        return await _reject(draft, started, INVALID_KEY)
+    if request.method != "POST":
+        return error_response(ClientError(405, "invalid_request_error", "Use POST."))
+    try:
+        body = _parse_body(request)
+        model = body.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise ConversionError("model", "field required: a model id string")
+        messages_ = body.get("messages")
+        if not isinstance(messages_, list):
+            raise ConversionError("messages", "field required: a list of messages")
+        resolved = resolve_model(model, custom_models=custom_models(config))
+        tokens = count_all_tokens(
+            resolved.upstream_id, body.get("system"), messages_, body.get("tools") or []
+        )
+    except ConversionError as exc:
+        return await _reject(draft, started, _bad_request(str(exc)))
+    except TooLarge:
+        return await _reject(draft, started, TOO_LARGE)
+    draft.model_requested = model
+    draft.model_sent = resolved.upstream_id
+    draft.input_tokens = tokens
+    await dispatch.write_local(draft, status=200, started=started)
+    return JsonResponse({"input_tokens": max(1, tokens)})
+
+
+async def models(request: HttpRequest) -> HttpResponse:
+    """GET /v1/models: built-in models and the configured custom ones."""
+    key, config, draft, started = await _start(request, "/v1/models")
+    if key is None:
+        return await _reject(draft, started, INVALID_KEY)
+    data = [
+        {
+            "id": m.requested,
+            "type": "model",
+            "display_name": m.display_name,
+            "created_at": "2025-01-01T00:00:00Z",
+            "owned_by": m.owned_by,
+            "max_tokens": m.max_output_tokens,
+            "context_window": m.context_window,
+        }
+        for m in list_models(custom_models=custom_models(config))
+    ]
+    await dispatch.write_local(draft, status=200, started=started)
+    return JsonResponse(
+        {
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "object": "list",
+        }
+    )
+
+
+@csrf_exempt
+async def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Anthropic-style 404 for unknown API paths."""
+    return error_response(
+        ClientError(404, "not_found_error", f"Not found: {request.method} {request.path}")
     )

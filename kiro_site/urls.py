@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import path, re_path
 
 from gateway import views as gateway_views
 
@@ -13,5 +13,11 @@ admin.site.index_title = "Gateway administration"
 
 urlpatterns = [
     path("healthz", gateway_views.healthz, name="healthz"),
+    path("v1/messages", gateway_views.messages, name="messages"),
+    path("v1/messages/count_tokens", gateway_views.count_tokens, name="count_tokens"),
+    path("v1/models", gateway_views.models, name="models"),
+    path("cc/v1/messages", gateway_views.cc_messages, name="cc_messages"),
+    path("cc/v1/messages/count_tokens", gateway_views.count_tokens, name="cc_count_tokens"),
+    re_path(r"^(?:cc/)?v1/", gateway_views.not_found),
     path("admin/", admin.site.urls),
 ]

@@ -1,0 +1,237 @@
+"""Reads for the serving path: plain snapshots, so no model instance crosses into async code."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from credentials.models import AuthMethod, ClientKey, Credential, GatewaySettings
+from credentials.pool import Candidate
+
+SOCIAL_PROFILE_ARN = "arn:aws:codewhisperer:us-east-1:699475941385:profile/EHGA3GRVQMUK"
+BUILDER_ID_PLACEHOLDER_ARN = "arn:aws:codewhisperer:us-east-1:638616132270:profile/AAAACCCCXXXX"
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_UUID = re.compile(
+    r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+    r"[0-9a-fA-F]{12}$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyIdentity:
+    id: int
+    name: str
+    group: str | None
+    is_system: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """The runtime settings the serving path needs, read once per request."""
+
+    load_balancing_mode: str
+    region: str
+    auth_region: str
+    api_region: str
+    machine_id: str
+    kiro_version: str
+    system_version: str
+    node_version: str
+    tls_backend: str
+    proxy_url: str
+    proxy_username: str
+    proxy_password: str
+    default_endpoint: str
+    extract_thinking: bool
+    tool_compatibility_mode: str
+    custom_models: tuple[dict, ...]
+    account_throttle_failover: bool
+    account_throttle_cooldown_secs: int
+    suspended_detection_enabled: bool
+    self_heal_enabled: bool
+    self_heal_min_interval_secs: int
+    self_heal_max_consecutive_rounds: int
+    max_attempts_per_credential: int
+    max_attempts_per_request: int
+    stream_ping_interval_secs: int
+    current_credential_id: int | None
+    count_tokens_api_url: str
+    count_tokens_api_key: str
+    count_tokens_auth_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialAccess:
+    """What it takes to call Kiro as one credential (secrets decrypted, in memory only)."""
+
+    id: int
+    auth_method: str
+    provider: str
+    refresh_token: str
+    access_token: str
+    expires_at: datetime | None
+    token_version: int
+    client_id: str
+    client_secret: str
+    kiro_api_key: str
+    token_endpoint: str
+    scopes: str
+    auth_region: str
+    api_region: str
+    machine_id: str
+    profile_arn: str
+    endpoint: str
+    proxy_url: str
+    proxy_username: str
+    proxy_password: str
+
+    @property
+    def is_api_key(self) -> bool:
+        return self.auth_method == AuthMethod.API_KEY
+
+    @property
+    def streaming_profile_arn(self) -> str | None:
+        """Return the ARN sent on chat calls (spec kiro-protocol §1.2, Z)."""
+        if self.is_api_key:
+            return None
+        if self.profile_arn:
+            return self.profile_arn
+        if self.auth_method == AuthMethod.SOCIAL or self.provider.lower() in ("github", "google"):
+            return SOCIAL_PROFILE_ARN
+        return BUILDER_ID_PLACEHOLDER_ARN
+
+
+def normalise_machine_id(value: str) -> str | None:
+    """Return a 64-hex machine id from 64 hex chars or a (doubled) UUID (spec §9.1)."""
+    value = value.strip()
+    if _HEX64.match(value):
+        return value.lower()
+    if _UUID.match(value):
+        compact = value.replace("-", "").lower()
+        return compact + compact
+    return None
+
+
+def machine_id_for(credential: Credential, config_machine_id: str) -> str:
+    """Resolve the machine id of a credential (spec kiro-protocol §9.1)."""
+    for candidate in (credential.machine_id, config_machine_id):
+        normalised = candidate and normalise_machine_id(candidate)
+        if normalised:
+            return normalised
+    if credential.kiro_api_key:
+        seed = "KiroAPIKey/" + credential.kiro_api_key
+    elif credential.refresh_token:
+        seed = "KotlinNativeAPI/" + credential.refresh_token
+    else:
+        seed = f"KiroFallback/credential-{credential.pk}"
+    return hashlib.sha256(seed.encode()).hexdigest()
+
+
+def gateway_config() -> GatewayConfig:
+    row = GatewaySettings.load()
+    return GatewayConfig(
+        load_balancing_mode=row.load_balancing_mode,
+        region=row.region or "us-east-1",
+        auth_region=row.auth_region,
+        api_region=row.api_region,
+        machine_id=row.machine_id,
+        kiro_version=row.kiro_version,
+        system_version=row.system_version,
+        node_version=row.node_version,
+        tls_backend=row.tls_backend,
+        proxy_url=row.proxy_url,
+        proxy_username=row.proxy_username,
+        proxy_password=row.proxy_password,
+        default_endpoint=row.default_endpoint,
+        extract_thinking=row.extract_thinking,
+        tool_compatibility_mode=row.tool_compatibility_mode,
+        custom_models=tuple(row.custom_models or ()),
+        account_throttle_failover=row.account_throttle_failover,
+        account_throttle_cooldown_secs=row.account_throttle_cooldown_secs,
+        suspended_detection_enabled=row.suspended_detection_enabled,
+        self_heal_enabled=row.self_heal_enabled,
+        self_heal_min_interval_secs=row.self_heal_min_interval_secs,
+        self_heal_max_consecutive_rounds=row.self_heal_max_consecutive_rounds,
+        max_attempts_per_credential=row.max_attempts_per_credential,
+        max_attempts_per_request=row.max_attempts_per_request,
+        stream_ping_interval_secs=row.stream_ping_interval_secs,
+        current_credential_id=row.current_credential_id,
+        count_tokens_api_url=row.count_tokens_api_url,
+        count_tokens_api_key=row.count_tokens_api_key,
+        count_tokens_auth_type=row.count_tokens_auth_type,
+    )
+
+
+def client_key_by_hash(key_hash: str) -> KeyIdentity | None:
+    """Return the enabled client key with this SHA-256 hash (one indexed lookup)."""
+    row = (
+        ClientKey.objects.filter(key_hash=key_hash, enabled=True)
+        .select_related("group")
+        .only("id", "name", "is_system", "group__name")
+        .first()
+    )
+    if row is None:
+        return None
+    return KeyIdentity(row.pk, row.name, row.group.name if row.group else None, row.is_system)
+
+
+def pool_candidates(*, group: str | None) -> list[Candidate]:
+    """Return every credential that the key's group may use, as selection snapshots."""
+    queryset = Credential.objects.prefetch_related("groups").only(
+        "id", "priority", "enabled", "disabled_reason", "cooldown_until", "subscription_title",
+        "success_count", "available_models", "self_heal_rounds", "last_self_heal_at",
+        "self_heal_model",
+    )  # fmt: skip
+    if group is not None:
+        queryset = queryset.filter(groups__name=group)
+    return [
+        Candidate(
+            id=c.pk,
+            priority=c.priority,
+            enabled=c.enabled,
+            disabled_reason=c.disabled_reason,
+            cooldown_until=c.cooldown_until,
+            subscription_title=c.subscription_title,
+            groups=frozenset(g.name for g in c.groups.all()),
+            success_count=c.success_count,
+            models=frozenset(m.lower() for m in c.available_models)
+            if c.available_models is not None
+            else None,
+            self_heal_rounds=c.self_heal_rounds,
+            last_self_heal_at=c.last_self_heal_at,
+            self_heal_model=c.self_heal_model,
+        )
+        for c in queryset
+    ]
+
+
+def credential_access(*, credential_id: int, config: GatewayConfig) -> CredentialAccess | None:
+    """Return what calling Kiro as this credential needs, or None if it is gone."""
+    c = Credential.objects.filter(pk=credential_id).first()
+    if c is None:
+        return None
+    return CredentialAccess(
+        id=c.pk,
+        auth_method=c.auth_method,
+        provider=c.provider,
+        refresh_token=c.refresh_token,
+        access_token=c.access_token,
+        expires_at=c.expires_at,
+        token_version=c.token_version,
+        client_id=c.client_id,
+        client_secret=c.client_secret,
+        kiro_api_key=c.kiro_api_key,
+        token_endpoint=c.token_endpoint,
+        scopes=c.scopes,
+        # spec kiro-protocol §1.1: region precedence.
+        auth_region=c.auth_region or c.region or config.auth_region or config.region,
+        api_region=c.api_region or config.api_region or config.region,
+        machine_id=machine_id_for(c, config.machine_id),
+        profile_arn=c.profile_arn,
+        endpoint=c.endpoint or config.default_endpoint,
+        proxy_url=c.proxy_url,
+        proxy_username=c.proxy_username,
+        proxy_password=c.proxy_password,
+    )

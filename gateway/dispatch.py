@@ -1,0 +1,459 @@
+"""One client request -> attempts over the credential pool -> translated events.
+
+`connect()` runs the retry loop of spec kiro-protocol §7 (classification, backoff, failover,
+forced refresh, self-heal) until an upstream stream is open; database work happens here,
+between attempts. `relay()` then streams: bytes in, SSE out, no database access until the
+usage record is written in `finally`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from django.utils import timezone
+
+from credentials import selectors, services
+from credentials.pool import Candidate, choose, is_in_scope, self_heal_targets
+from credentials.selectors import CredentialAccess, GatewayConfig, KeyIdentity
+from gateway import tokens, upstream
+from gateway.db import db
+from gateway.protocol import classify
+from gateway.protocol.classify import Action, ClientError, Outcome
+from gateway.protocol.events import parse_message
+from gateway.protocol.eventstream import EventStreamDecoder, Message
+from gateway.protocol.translate import (
+    StreamTranslator,
+    TranslateOptions,
+    TranslationResult,
+    assemble_result,
+)
+from usage.models import UsageStatus
+from usage.services import AttemptDraft, UsageDraft, usage_record_write
+
+log = logging.getLogger(__name__)
+
+
+class DispatchError(Exception):
+    """The request cannot be served; `error` is what the client receives."""
+
+    def __init__(self, error: ClientError, *, error_type: str = "") -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.error_type = error_type or error.error_type
+
+
+@dataclass(slots=True)
+class Request:
+    """One upstream call on behalf of a client request (a chat turn or an MCP search)."""
+
+    key: KeyIdentity
+    config: GatewayConfig
+    draft: UsageDraft
+    model: str | None  # upstream model id; None for MCP calls (no model rules, spec §3.1)
+    body_bytes: bytes = b""
+    translate: TranslateOptions | None = None
+    mcp_body: bytes | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class Connected:
+    access: CredentialAccess
+    response: httpx.Response
+    stack: contextlib.AsyncExitStack
+
+
+def _ms(since: float) -> int:
+    return int((time.monotonic() - since) * 1000)
+
+
+def _no_credential_error(candidates: list[Candidate], request: Request) -> ClientError:
+    """Explain why nothing can serve: cooling down (429), or none usable (503)."""
+    now = timezone.now()
+    model = request.model
+    in_scope = [c for c in candidates if is_in_scope(c, model=model, group=request.key.group)]
+    cooling = [
+        c.cooldown_until
+        for c in in_scope
+        if c.enabled and c.cooldown_until and c.cooldown_until > now
+    ]
+    if cooling:
+        wait = max(1, int((min(cooling) - now).total_seconds() + 0.999))
+        return ClientError(429, "rate_limit_error", classify.RATE_LIMITED_MESSAGE, wait)
+    scope = f"group '{request.key.group}'" if request.key.group else "the pool"
+    what = f"model '{model}'" if model else "web search"
+    return ClientError(
+        503,
+        "api_error",
+        f"No upstream credential is available for {what} in {scope} "
+        f"({len(in_scope)} configured, none usable).",
+    )
+
+
+async def connect(request: Request) -> Connected:
+    """Open an upstream stream for the request, failing over within the retry budget."""
+    config, key = request.config, request.key
+    model = request.model
+    candidates: list[Candidate] = await db(selectors.pool_candidates, group=key.group)
+    in_scope = [c for c in candidates if is_in_scope(c, model=model, group=key.group)]
+    budget = min(
+        config.max_attempts_per_request, max(1, len(in_scope)) * config.max_attempts_per_credential
+    )
+    per_credential: Counter[int] = Counter()
+    excluded: set[int] = set()
+    forced: set[int] = set()
+    current_id = config.current_credential_id
+    healed = False
+    last_error: ClientError | None = None
+    attempt = 0
+    while attempt < budget:
+        candidate = choose(
+            candidates,
+            mode=config.load_balancing_mode,
+            current_id=current_id,
+            model=model,
+            group=key.group,
+            now=timezone.now(),
+            exclude=excluded,
+        )
+        if candidate is None:
+            if not healed and config.self_heal_enabled:
+                healed = True
+                # Never heal what failed in this very request: self-heal is for credentials
+                # disabled earlier (spec kiro-ops §3.9).
+                targets = [
+                    cid
+                    for cid in self_heal_targets(
+                        candidates,
+                        model=model,
+                        group=key.group,
+                        now=timezone.now(),
+                        min_interval_secs=config.self_heal_min_interval_secs,
+                        max_rounds=config.self_heal_max_consecutive_rounds,
+                    )
+                    if cid not in excluded
+                ]
+                if targets and await db(
+                    services.credential_self_heal, credential_ids=targets, model=model
+                ):
+                    log.warning("self-healed credentials %s for %s", targets, model)
+                    candidates = await db(selectors.pool_candidates, group=key.group)
+                    continue
+            break
+        if config.load_balancing_mode == "priority" and candidate.id != current_id:
+            await db(services.pool_set_current, credential_id=candidate.id)
+            current_id = candidate.id
+        attempt += 1
+        per_credential[candidate.id] += 1
+        if per_credential[candidate.id] >= config.max_attempts_per_credential:
+            excluded.add(candidate.id)
+        outcome = await _attempt(request, candidate, forced)
+        if isinstance(outcome, Connected):
+            return outcome
+        verdict, retry_credential = outcome
+        last_error = verdict.error or last_error
+        if verdict.action == Action.FAIL:
+            raise DispatchError(
+                verdict.error or classify.UPSTREAM_FAILED, error_type=verdict.outcome.value
+            )
+        if verdict.action == Action.SWITCH or retry_credential is False:
+            excluded.add(candidate.id)
+            candidates = await db(selectors.pool_candidates, group=key.group)
+        if verdict.action == Action.RETRY and attempt < budget:
+            await asyncio.sleep(
+                classify.backoff_seconds(attempt - 1, throttle=verdict.throttle_backoff)
+            )
+    if last_error is None:
+        raise DispatchError(_no_credential_error(candidates, request), error_type="no_credentials")
+    if attempt < budget:
+        # Stopped early: nothing eligible is left. Cooldowns answer 429 with their wait.
+        error = _no_credential_error(candidates, request)
+        if error.status == 429:
+            raise DispatchError(error, error_type="account_throttled")
+    raise DispatchError(last_error, error_type="upstream_exhausted")
+
+
+async def _attempt(
+    request: Request, candidate: Candidate, forced: set[int]
+) -> Connected | tuple[classify.Verdict, bool | None]:
+    """Try one credential once. Return the open stream, or the verdict and whether to
+    keep the credential eligible (False: exclude it)."""
+    config = request.config
+    started = time.monotonic()
+    access = await db(selectors.credential_access, credential_id=candidate.id, config=config)
+    if access is None:
+        return classify.Verdict(Outcome.UNKNOWN, Action.SWITCH), False
+    record = AttemptDraft(
+        credential_id=access.id,
+        endpoint=access.endpoint,
+        http_status=None,
+        outcome=Outcome.AUTH_FAILED,
+    )
+    request.draft.attempts.append(record)
+    try:
+        access = await tokens.ensure_token(access, config)
+    except tokens.TokenError as exc:
+        record.error_snippet, record.duration_ms = str(exc), _ms(started)
+        if exc.rate_limited:
+            error = ClientError(
+                429, "rate_limit_error", classify.RATE_LIMITED_MESSAGE, exc.retry_after
+            )
+            return classify.Verdict(Outcome.TRANSIENT, Action.FAIL, error=error), None
+        return classify.Verdict(
+            Outcome.AUTH_FAILED, Action.SWITCH, error=classify.UPSTREAM_FAILED
+        ), False
+    stack = contextlib.AsyncExitStack()
+    try:
+        if request.mcp_body is not None:
+            response = await upstream.call_mcp(
+                access, tokens.bearer(access), request.mcp_body, config
+            )
+        else:
+            response = await stack.enter_async_context(
+                upstream.open_stream(access, tokens.bearer(access), request.body_bytes, config)
+            )
+    except httpx.HTTPError as exc:
+        await stack.aclose()
+        record.outcome, record.duration_ms = Outcome.NETWORK_ERROR, _ms(started)
+        record.error_snippet = f"{exc.__class__.__name__}: {exc}"
+        return classify.network_error_verdict(), None
+    record.http_status = response.status_code
+    if 200 <= response.status_code < 300:
+        record.outcome, record.duration_ms = Outcome.SUCCESS, _ms(started)
+        request.draft.credential_id = access.id
+        return Connected(access, response, stack)
+    try:
+        body = (await response.aread()).decode("utf-8", errors="replace")
+    except httpx.HTTPError:
+        body = ""
+    finally:
+        await stack.aclose()
+    record.error_snippet, record.duration_ms = body, _ms(started)
+    verdict = classify.classify(
+        response.status_code,
+        body,
+        retry_after=response.headers.get("retry-after"),
+        already_forced_refresh=access.id in forced,
+        suspended_detection=config.suspended_detection_enabled,
+        throttle_failover=config.account_throttle_failover,
+        cooldown_secs=config.account_throttle_cooldown_secs,
+    )
+    record.outcome = verdict.outcome
+    return await _apply(verdict, access, forced, request)
+
+
+async def _apply(
+    verdict: classify.Verdict, access: CredentialAccess, forced: set[int], request: Request
+) -> tuple[classify.Verdict, bool | None]:
+    """Carry out the credential-state side of a verdict (spec kiro-ops §3.5)."""
+    if verdict.disable_reason:
+        await db(
+            services.credential_disable_auto, credential_id=access.id, reason=verdict.disable_reason
+        )
+        return verdict, False
+    if verdict.cooldown:
+        await db(
+            services.credential_cooldown,
+            credential_id=access.id,
+            seconds=request.config.account_throttle_cooldown_secs,
+        )
+        return verdict, False
+    if verdict.action == Action.FORCE_REFRESH:
+        forced.add(access.id)
+        try:
+            await tokens.ensure_token(access, request.config, force=True)
+        except tokens.TokenError:
+            await db(services.credential_count_failure, credential_id=access.id)
+            return classify.Verdict(Outcome.AUTH_FAILED, Action.SWITCH, error=verdict.error), False
+        return classify.Verdict(Outcome.AUTH_FAILED, Action.RETRY, error=verdict.error), True
+    if verdict.count_failure:
+        await db(services.credential_count_failure, credential_id=access.id)
+        return verdict, False
+    return verdict, None
+
+
+# --- streaming -------------------------------------------------------------------------------
+
+_PING = object()
+_DONE = object()
+
+
+class _Failure:
+    __slots__ = ("kind", "message")
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind, self.message = kind, message
+
+
+async def relay(request: Request, connected: Connected) -> AsyncIterator[bytes]:
+    """Stream translated SSE for an open upstream response; record usage at the end."""
+    translator = StreamTranslator(request.translate)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    interval = request.config.stream_ping_interval_secs
+    timer: asyncio.TimerHandle | None = None
+    status = UsageStatus.INTERRUPTED
+
+    def ping() -> None:
+        nonlocal timer
+        queue.put_nowait(_PING)
+        timer = loop.call_later(interval, ping)
+
+    producer = asyncio.create_task(_produce(connected, translator, queue, request))
+    timer = loop.call_later(interval, ping)
+    try:
+        # spec 6.11: /cc/v1 buffers until the input usage is exact and starts with a ping.
+        head = translator.start()
+        if request.translate.cc_mode:
+            head = translator.ping() + head
+        if head:
+            yield head
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                break
+            if item is _PING:
+                yield translator.ping()
+                continue
+            if isinstance(item, _Failure):
+                yield translator.fail(item.kind, item.message)
+                break
+            if request.draft.first_token_ms is None:
+                request.draft.first_token_ms = _ms(request.started)
+            yield item
+        tail = translator.finish() if not translator.failed else b""
+        if tail:
+            yield tail
+        status = UsageStatus.ERROR if translator.failed else UsageStatus.SUCCESS
+    finally:
+        if timer is not None:
+            timer.cancel()
+        producer.cancel()
+        with contextlib.suppress(BaseException):
+            await producer
+        _finish_draft(request, translator.summary(), status)
+        await write_usage(request.draft)
+
+
+async def _produce(
+    connected: Connected, translator: StreamTranslator, queue: asyncio.Queue, request: Request
+) -> None:
+    """Read the upstream body; translate what each read delivered into one chunk."""
+    decoder = EventStreamDecoder()
+    try:
+        async with connected.stack:
+            async for raw in connected.response.aiter_raw():
+                events = []
+                for item in decoder.feed(raw):
+                    if isinstance(item, Message):
+                        event = parse_message(item)
+                        if event is not None:
+                            events.append(event)
+                    else:
+                        log.warning("skipped %s upstream bytes (%s)", item.length, item.reason)
+                out = translator.feed(events)
+                if out:
+                    queue.put_nowait(out)
+                if translator.failed:
+                    break
+        for item in decoder.close():
+            log.warning("upstream stream ended inside a frame (%s bytes)", item.length)
+        queue.put_nowait(_DONE)
+    except httpx.HTTPError as exc:
+        request.draft.error_message = f"{exc.__class__.__name__}: {exc}"
+        queue.put_nowait(
+            _Failure("api_error", f"The upstream stream broke off: {exc.__class__.__name__}.")
+        )
+
+
+def _finish_draft(request: Request, result: TranslationResult, status: str) -> None:
+    draft = request.draft
+    draft.status = status
+    draft.input_tokens = result.input_tokens
+    draft.output_tokens = result.output_tokens
+    draft.cache_creation_tokens = result.cache_creation_input_tokens
+    draft.cache_read_tokens = result.cache_read_input_tokens
+    draft.credits = result.credits
+    draft.latency_ms = _ms(request.started)
+    if status == UsageStatus.INTERRUPTED and not draft.error_type:
+        draft.error_type = "client_disconnected"
+    elif result.had_error:
+        draft.status = UsageStatus.ERROR
+        draft.error_type = result.error_type or "stream_interrupted"
+        draft.error_message = result.error_message or draft.error_message
+
+
+async def collect(request: Request, connected: Connected) -> tuple[int, dict[str, Any]]:
+    """Read the whole upstream answer and assemble one Anthropic message (non-stream)."""
+    decoder = EventStreamDecoder()
+    events = []
+    status = UsageStatus.INTERRUPTED
+    result: TranslationResult | None = None
+    try:
+        try:
+            async with connected.stack:
+                async for raw in connected.response.aiter_raw():
+                    for item in decoder.feed(raw):
+                        if isinstance(item, Message):
+                            event = parse_message(item)
+                            if event is not None:
+                                events.append(event)
+        except httpx.HTTPError as exc:
+            request.draft.error_message = f"{exc.__class__.__name__}: {exc}"
+            status = UsageStatus.ERROR
+            request.draft.error_type = "stream_interrupted"
+            error = ClientError(
+                502, "api_error", "The upstream stream broke off before the answer was complete."
+            )
+            return error.status, error.body()
+        message, result, failure = assemble_result(events, request.translate)
+        if failure is not None or message is None:
+            status = UsageStatus.ERROR
+            request.draft.error_type = failure.error_type if failure else "api_error"
+            body = failure.body() if failure else classify.UPSTREAM_FAILED.body()
+            return (failure.status if failure else 502), body
+        status = UsageStatus.SUCCESS
+        request.draft.first_token_ms = _ms(request.started)
+        return 200, message
+    finally:
+        if result is not None:
+            _finish_draft(request, result, status)
+        else:
+            request.draft.status = status
+            request.draft.latency_ms = _ms(request.started)
+        await write_usage(request.draft)
+
+
+async def write_usage(draft: UsageDraft) -> None:
+    """Write the usage record, shielded from the cancellation of a disconnecting client."""
+    task = asyncio.ensure_future(db(usage_record_write, draft=draft))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task  # finish the write, then let the cancellation go on
+        raise
+    except Exception:
+        log.exception("could not write the usage record")
+
+
+async def write_local(
+    draft: UsageDraft, *, status: int, started: float, error_type: str = "", message: str = ""
+) -> None:
+    """Record a request answered without streaming upstream (local answers, refusals)."""
+    if status < 300:
+        draft.status = UsageStatus.SUCCESS
+    else:
+        draft.status = UsageStatus.REJECTED if status < 500 else UsageStatus.ERROR
+    draft.http_status = status
+    draft.error_type = error_type
+    draft.error_message = message
+    draft.latency_ms = _ms(started)
+    await write_usage(draft)

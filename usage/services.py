@@ -1,0 +1,107 @@
+"""Write the one UsageRecord of a client request, with its attempts and the counters it moves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.utils import timezone
+
+from credentials import services as credential_services
+from credentials.models import ClientKey
+from usage.models import UpstreamAttempt, UsageRecord, UsageStatus
+
+SNIPPET_BYTES = 2048  # spec kiro-ops §5.4: error snippets trimmed to 2 KB
+
+
+@dataclass(slots=True)
+class AttemptDraft:
+    credential_id: int | None
+    endpoint: str
+    http_status: int | None
+    outcome: str
+    error_snippet: str = ""
+    duration_ms: int = 0
+
+
+@dataclass(slots=True)
+class UsageDraft:
+    """Everything known about a request; filled in as it goes, written once at the end."""
+
+    endpoint: str
+    stream: bool = False
+    client_key_id: int | None = None
+    model_requested: str = ""
+    model_sent: str = ""
+    credential_id: int | None = None
+    status: str = UsageStatus.ERROR
+    http_status: int | None = None
+    error_type: str = ""
+    error_message: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+    credits: float = 0.0
+    latency_ms: int = 0
+    first_token_ms: int | None = None
+    normalizer_rules: list[str] = field(default_factory=list)
+    attempts: list[AttemptDraft] = field(default_factory=list)
+
+
+def trim_snippet(text: str) -> str:
+    """Trim an upstream body to 2 KB of UTF-8 with a marker (spec kiro-ops §5.4)."""
+    raw = text.encode("utf-8", errors="replace")
+    if len(raw) <= SNIPPET_BYTES:
+        return text
+    return raw[:SNIPPET_BYTES].decode("utf-8", errors="ignore") + "…(truncated)"
+
+
+@transaction.atomic
+def usage_record_write(*, draft: UsageDraft) -> int:
+    """Store the request's record and attempts; move credential and key counters. Return id."""
+    record = UsageRecord.objects.create(
+        created_at=timezone.now(),
+        client_key_id=draft.client_key_id,
+        endpoint=draft.endpoint,
+        model_requested=draft.model_requested[:200],
+        model_sent=draft.model_sent[:200],
+        credential_id=draft.credential_id,
+        status=draft.status,
+        http_status=draft.http_status,
+        error_type=draft.error_type[:64],
+        error_message=draft.error_message[:4000],
+        stream=draft.stream,
+        input_tokens=max(0, draft.input_tokens),
+        output_tokens=max(0, draft.output_tokens),
+        cache_creation_tokens=max(0, draft.cache_creation_tokens),
+        cache_read_tokens=max(0, draft.cache_read_tokens),
+        credits=max(0.0, draft.credits),
+        latency_ms=max(0, draft.latency_ms),
+        first_token_ms=draft.first_token_ms,
+        attempt_count=len(draft.attempts),
+        normalizer_rules=list(draft.normalizer_rules),
+    )
+    UpstreamAttempt.objects.bulk_create(
+        UpstreamAttempt(
+            usage_record=record,
+            attempt=index,
+            credential_id=attempt.credential_id,
+            endpoint=attempt.endpoint,
+            http_status=attempt.http_status,
+            outcome=attempt.outcome,
+            error_snippet=trim_snippet(attempt.error_snippet),
+            duration_ms=attempt.duration_ms,
+        )
+        for index, attempt in enumerate(draft.attempts)
+    )
+    served = [a for a in draft.attempts if a.outcome == "success" and a.credential_id]
+    if served:
+        # spec kiro-ops §3.5: success is the response headers arriving, even if the stream
+        # later broke; counted here so that no database work happens while bytes flow.
+        credential_services.credential_report_success(
+            credential_id=served[-1].credential_id, model=draft.model_sent or None
+        )
+    if draft.client_key_id is not None:
+        ClientKey.objects.filter(pk=draft.client_key_id).update(last_used_at=timezone.now())
+    return record.pk
