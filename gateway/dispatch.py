@@ -27,8 +27,8 @@ from gateway import tokens, upstream
 from gateway.db import db
 from gateway.protocol import classify
 from gateway.protocol.classify import Action, ClientError, Outcome
-from gateway.protocol.events import parse_message
-from gateway.protocol.eventstream import EventStreamDecoder, Message
+from gateway.protocol.events import KiroEvent, parse_message
+from gateway.protocol.eventstream import EventStreamDecoder, Message, SkippedRegion
 from gateway.protocol.translate import (
     StreamTranslator,
     TranslateOptions,
@@ -343,6 +343,19 @@ async def relay(request: Request, connected: Connected) -> AsyncIterator[bytes]:
         await write_usage(request.draft)
 
 
+def events_of(items: list[Message | SkippedRegion]) -> list[KiroEvent]:
+    """Turn decoded frames into events; log the byte regions the decoder had to skip."""
+    events = []
+    for item in items:
+        if isinstance(item, Message):
+            event = parse_message(item)
+            if event is not None:
+                events.append(event)
+        else:
+            log.warning("skipped %s corrupt upstream bytes (%s)", item.length, item.reason)
+    return events
+
+
 async def _produce(
     connected: Connected, translator: StreamTranslator, queue: asyncio.Queue, request: Request
 ) -> None:
@@ -351,21 +364,16 @@ async def _produce(
     try:
         async with connected.stack:
             async for raw in connected.response.aiter_raw():
-                events = []
-                for item in decoder.feed(raw):
-                    if isinstance(item, Message):
-                        event = parse_message(item)
-                        if event is not None:
-                            events.append(event)
-                    else:
-                        log.warning("skipped %s upstream bytes (%s)", item.length, item.reason)
-                out = translator.feed(events)
+                out = translator.feed(events_of(decoder.feed(raw)))
                 if out:
                     queue.put_nowait(out)
                 if translator.failed:
                     break
-        for item in decoder.close():
-            log.warning("upstream stream ended inside a frame (%s bytes)", item.length)
+        if not translator.failed:
+            # Frames held behind a truncated one are released at the end (eventstream.close).
+            out = translator.feed(events_of(decoder.close()))
+            if out:
+                queue.put_nowait(out)
         queue.put_nowait(_DONE)
     except httpx.HTTPError as exc:
         request.draft.error_message = f"{exc.__class__.__name__}: {exc}"
@@ -401,11 +409,8 @@ async def collect(request: Request, connected: Connected) -> tuple[int, dict[str
         try:
             async with connected.stack:
                 async for raw in connected.response.aiter_raw():
-                    for item in decoder.feed(raw):
-                        if isinstance(item, Message):
-                            event = parse_message(item)
-                            if event is not None:
-                                events.append(event)
+                    events += events_of(decoder.feed(raw))
+            events += events_of(decoder.close())
         except httpx.HTTPError as exc:
             request.draft.error_message = f"{exc.__class__.__name__}: {exc}"
             status = UsageStatus.ERROR

@@ -19,8 +19,8 @@ from credentials.selectors import GatewayConfig, KeyIdentity
 from gateway import dispatch
 from gateway.protocol.classify import ClientError
 from gateway.protocol.convert import ConvertOptions, encode_body
-from gateway.protocol.events import KiroEvent, parse_message
-from gateway.protocol.eventstream import EventStreamDecoder, Message
+from gateway.protocol.events import KiroEvent
+from gateway.protocol.eventstream import EventStreamDecoder
 from gateway.protocol.sse import PING, encode
 from gateway.protocol.tokens import count_all_tokens
 from gateway.protocol.translate import TranslationResult, UpstreamFailure
@@ -108,14 +108,10 @@ async def _read_round(connected: dispatch.Connected) -> tuple[list[KiroEvent], b
     try:
         async with connected.stack:
             async for raw in connected.response.aiter_raw():
-                for item in decoder.feed(raw):
-                    if isinstance(item, Message):
-                        event = parse_message(item)
-                        if event is not None:
-                            events.append(event)
+                events += dispatch.events_of(decoder.feed(raw))
     except httpx.HTTPError:
         return events, False
-    return events, True
+    return events + dispatch.events_of(decoder.close()), True
 
 
 async def _run_loop(

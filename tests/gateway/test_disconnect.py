@@ -1,0 +1,42 @@
+"""A client that goes away mid-stream cancels the upstream call and leaves one record."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from gateway.fakekiro.script import Script
+from usage.models import UsageRecord
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_client_disconnect_is_recorded_as_interrupted(gateway):
+    _, account = gateway.add_credential()
+    gateway.fake.script(Script.slow("word " * 40, chunks=40, pace=0.1), account=account.id)
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 64,
+        "stream": True,
+        "messages": [{"role": "user", "content": "talk slowly"}],
+    }
+
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream(
+            "POST", gateway.base_url + "/v1/messages", json=body, headers={"x-api-key": gateway.key}
+        ) as response,
+    ):
+        first = next(response.iter_raw())
+    assert b"message_start" in first
+
+    deadline = time.monotonic() + 10
+    while not UsageRecord.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    record = UsageRecord.objects.get()
+    assert record.status == "interrupted"
+    assert record.error_type == "client_disconnected"
+    assert record.latency_ms < 3000  # the 4 s upstream stream was cut short
+    assert [a.outcome for a in record.attempts.all()] == ["success"]
