@@ -9,7 +9,9 @@ every tag on its neighbours.
 Rules, with where we differ from H/Z (both proxies share the rules):
 
 * A tag occurrence is real iff the char before it and the char after it are not in the quote
-  set Q (§6.5). H/Z decide a start tag at the very end of a buffer as real; we wait for one
+  set Q (§6.5); before an end tag only quoting marks (`` ` " ' \\ < > / ``) count, so a thought
+  whose last sentence ends right at the tag (`done.</thinking>`) closes (H/Z keep it open).
+  H/Z decide a start tag at the very end of a buffer as real; we wait for one
   more char (or the end), so `` <thinking>` `` is quoted however the events are cut.
 * The first real `<thinking>` opens thinking; the text before it is dropped if it is whitespace
   only and no text was emitted yet. H/Z drop a whitespace-only *remainder* even after text was
@@ -41,6 +43,9 @@ START_TAG: Final = "<thinking>"
 END_TAG: Final = "</thinking>"
 # spec 6.5: a tag touching one of these is quoted, not real.
 QUOTES: Final = frozenset("`\"'\\#!@$%^&*()-_=+[]{};:<>,.?/")
+# Before an end tag only real quoting marks count: H/Z also refuse `think.</thinking>`, but a
+# thought that ends its last sentence right at the tag is the model's ordinary output.
+END_QUOTES: Final = frozenset("`\"'\\<>/")
 
 BEFORE: Final = 0
 IN: Final = 1
@@ -83,7 +88,7 @@ def find_end_tag(buf: str) -> tuple[int, int] | int | None:
     pos = buf.find(END_TAG)
     while pos >= 0:
         after = pos + len(END_TAG)
-        if pos == 0 or buf[pos - 1] not in QUOTES:
+        if pos == 0 or buf[pos - 1] not in END_QUOTES:
             if len(buf) - after < 2:
                 return -1  # spec 6.5: wait for two more chars before deciding
             if buf[after] == "\n":
@@ -98,7 +103,7 @@ def find_boundary_end_tag(buf: str) -> int | None:
     pos = buf.find(END_TAG)
     while pos >= 0:
         after = pos + len(END_TAG)
-        if (pos == 0 or buf[pos - 1] not in QUOTES) and not buf[after:].strip():
+        if (pos == 0 or buf[pos - 1] not in END_QUOTES) and not buf[after:].strip():
             return pos
         pos = buf.find(END_TAG, pos + 1)
     return None

@@ -177,3 +177,13 @@ def test_it_drops_held_whitespace_at_a_tool_boundary() -> None:
     splitter = ThinkingSplitter()
     ops = splitter.feed("\n\n") + splitter.boundary()
     assert ops == []
+
+
+def test_it_ends_thinking_after_a_full_stop_unlike_the_proxies() -> None:
+    # H/Z treat `.` before the tag as quoting and swallow the answer into thinking
+    assert run(["<thinking>\nLet me think.</thinking>\n\nThe answer is 4."]) == [
+        (OPEN, ""),
+        (THINKING, "Let me think."),
+        (CLOSE, ""),
+        (TEXT, "The answer is 4."),
+    ]
