@@ -212,6 +212,12 @@ def credential_access(*, credential_id: int, config: GatewayConfig) -> Credentia
     c = Credential.objects.filter(pk=credential_id).first()
     if c is None:
         return None
+    machine_id = machine_id_for(c, config.machine_id)
+    if not c.machine_id and not config.machine_id:
+        # spec §9.1: derived once and kept, so it survives refresh-token rotation.
+        from credentials.services import credential_pin_machine_id
+
+        credential_pin_machine_id(credential_id=c.pk, machine_id=machine_id)
     return CredentialAccess(
         id=c.pk,
         auth_method=c.auth_method,
@@ -228,7 +234,7 @@ def credential_access(*, credential_id: int, config: GatewayConfig) -> Credentia
         # spec kiro-protocol §1.1: region precedence.
         auth_region=c.auth_region or c.region or config.auth_region or config.region,
         api_region=c.api_region or config.api_region or config.region,
-        machine_id=machine_id_for(c, config.machine_id),
+        machine_id=machine_id,
         profile_arn=c.profile_arn,
         endpoint=c.endpoint or config.default_endpoint,
         proxy_url=c.proxy_url,

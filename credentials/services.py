@@ -484,3 +484,15 @@ def credential_refresh_release(*, credential_id: int, owner: str) -> None:
     Credential.objects.filter(pk=credential_id, refresh_claim_owner=owner).update(
         refresh_claimed_until=None, refresh_claim_owner=""
     )
+
+
+def credential_set_profile_arn(*, credential_id: int, profile_arn: str) -> None:
+    """Store a profileArn found by ListAvailableProfiles (spec kiro-protocol §8.9)."""
+    Credential.objects.filter(pk=credential_id).update(
+        profile_arn=profile_arn, updated_at=timezone.now()
+    )
+
+
+def credential_pin_machine_id(*, credential_id: int, machine_id: str) -> None:
+    """Persist a derived machine id so it survives refresh-token rotation (spec §9.1)."""
+    Credential.objects.filter(pk=credential_id, machine_id="").update(machine_id=machine_id)

@@ -23,10 +23,11 @@ from django.utils import timezone
 from credentials import selectors, services
 from credentials.pool import Candidate, choose, is_in_scope, self_heal_targets
 from credentials.selectors import CredentialAccess, GatewayConfig, KeyIdentity
-from gateway import tokens, upstream
+from gateway import profiles, tokens, upstream
 from gateway.db import db
 from gateway.protocol import classify
 from gateway.protocol.classify import Action, ClientError, Outcome
+from gateway.protocol.convert import encode_body, for_endpoint
 from gateway.protocol.events import KiroEvent, parse_message
 from gateway.protocol.eventstream import EventStreamDecoder, Message, SkippedRegion
 from gateway.protocol.translate import (
@@ -58,10 +59,22 @@ class Request:
     config: GatewayConfig
     draft: UsageDraft
     model: str | None  # upstream model id; None for MCP calls (no model rules, spec §3.1)
-    body_bytes: bytes = b""
+    kiro_body: dict[str, Any] | None = None  # converted for the ide endpoint, no profileArn
     translate: TranslateOptions | None = None
     mcp_body: bytes | None = None
     started: float = field(default_factory=time.monotonic)
+    _encoded: dict[tuple[str, str | None], bytes] = field(default_factory=dict)
+
+    def body_for(self, access: CredentialAccess) -> bytes:
+        """Return the chat body for this credential's endpoint and profileArn (cached)."""
+        arn = None if access.endpoint == "cli" else access.streaming_profile_arn
+        key = (access.endpoint, arn)
+        if key not in self._encoded:
+            assert self.kiro_body is not None
+            self._encoded[key] = encode_body(
+                for_endpoint(self.kiro_body, endpoint=access.endpoint, profile_arn=arn)
+            )
+        return self._encoded[key]
 
 
 @dataclass(slots=True)
@@ -200,6 +213,7 @@ async def _attempt(
     request.draft.attempts.append(record)
     try:
         access = await tokens.ensure_token(access, config)
+        access = await profiles.resolve(access, config)
     except tokens.TokenError as exc:
         record.error_snippet, record.duration_ms = str(exc), _ms(started)
         if exc.rate_limited:
@@ -218,7 +232,9 @@ async def _attempt(
             )
         else:
             response = await stack.enter_async_context(
-                upstream.open_stream(access, tokens.bearer(access), request.body_bytes, config)
+                upstream.open_stream(
+                    access, tokens.bearer(access), request.body_for(access), config
+                )
             )
     except httpx.HTTPError as exc:
         await stack.aclose()

@@ -18,7 +18,7 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from credentials.selectors import GatewayConfig, KeyIdentity
 from gateway import dispatch
 from gateway.protocol.classify import ClientError
-from gateway.protocol.convert import ConvertOptions, encode_body
+from gateway.protocol.convert import ConvertOptions
 from gateway.protocol.events import KiroEvent
 from gateway.protocol.eventstream import EventStreamDecoder
 from gateway.protocol.sse import PING, encode
@@ -125,7 +125,7 @@ async def _run_loop(
             config=config,
             draft=draft,
             model=conversion.model.upstream_id,
-            body_bytes=encode_body(conversion.kiro_body),
+            kiro_body=conversion.kiro_body,
         )
         connected = await dispatch.connect(request)
         events, complete = await _read_round(connected)

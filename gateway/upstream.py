@@ -327,3 +327,30 @@ async def refresh_request(access: CredentialAccess, config: GatewayConfig) -> ht
     return await client.post(
         url, json={"refreshToken": access.refresh_token}, headers=headers, timeout=REST_TIMEOUT
     )
+
+
+async def list_profiles(
+    access: CredentialAccess, token: str, config: GatewayConfig
+) -> list[httpx.Response]:
+    """Ask ListAvailableProfiles in the primary REST region, then the other (spec §1.6).
+
+    The fallback is tried on any non-2xx answer and on an empty profile list; every answer
+    is returned in order so the caller can tell "none" from "rate limited".
+    """
+    primary = rest_region(access.auth_region)
+    client = client_for(effective_proxy(access, config), config.tls_backend)
+    answers = []
+    for region in (primary, "us-east-1" if primary != "us-east-1" else "eu-central-1"):
+        url = api_base(region) + "/"
+        headers = _rest_headers(access, token, config, url)
+        headers["content-type"] = "application/x-amz-json-1.0"
+        headers["x-amz-target"] = "AmazonCodeWhispererService.ListAvailableProfiles"
+        response = await client.post(
+            url, headers=headers, content=b'{"maxResults":10}', timeout=REST_TIMEOUT
+        )
+        answers.append(response)
+        if response.status_code == 429:
+            break
+        if 200 <= response.status_code < 300 and '"arn"' in response.text:
+            break
+    return answers

@@ -21,7 +21,6 @@ from gateway.protocol.classify import ClientError
 from gateway.protocol.convert import (
     ConvertOptions,
     convert_request,
-    encode_body,
     web_search_mode,
 )
 from gateway.protocol.models import ConversionError, CustomModel, list_models, resolve_model
@@ -171,7 +170,7 @@ async def _messages(request: HttpRequest, *, cc_mode: bool) -> HttpResponse:
         options = ConvertOptions(
             custom_models=custom_models(config),
             tool_mode=config.tool_compatibility_mode,
-            endpoint=config.default_endpoint,
+            endpoint="ide",  # adapted per credential in dispatch (endpoint, profileArn)
         )
         # spec 3.17: web search is routed before conversion.
         mode = web_search_mode(body)
@@ -217,7 +216,7 @@ async def _messages(request: HttpRequest, *, cc_mode: bool) -> HttpResponse:
         key=key,
         config=config,
         model=conversion.model.upstream_id,
-        body_bytes=encode_body(conversion.kiro_body),
+        kiro_body=conversion.kiro_body,
         translate=translate,
         draft=draft,
         started=started,

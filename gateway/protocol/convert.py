@@ -1134,3 +1134,36 @@ def _assemble(
     if extra_fields is not None:
         body["additionalModelRequestFields"] = extra_fields
     return body
+
+
+def for_endpoint(
+    kiro_body: Mapping[str, Any], *, endpoint: Endpoint, profile_arn: str | None
+) -> dict[str, Any]:
+    """Adapt an ide body to one credential: its endpoint and its profileArn (spec 1.2, 1.3).
+
+    The pool picks the credential after conversion, so the body is converted once for the ide
+    endpoint and adapted per attempt: ide bodies carry the credential's profileArn (API-key
+    credentials none); cli bodies say KIRO_CLI, drop agentContinuationId, the history modelIds
+    and any profileArn.
+    """
+    body = {key: value for key, value in kiro_body.items() if key != "profileArn"}
+    if endpoint != "cli":
+        if profile_arn:
+            body["profileArn"] = profile_arn
+        return body
+    state = dict(body["conversationState"])
+    state.pop("agentContinuationId", None)
+    current = dict(state["currentMessage"]["userInputMessage"])
+    current["origin"] = "KIRO_CLI"
+    state["currentMessage"] = {"userInputMessage": current}
+    history = []
+    for entry in state.get("history") or []:
+        if "userInputMessage" in entry:
+            message = {k: v for k, v in entry["userInputMessage"].items() if k != "modelId"}
+            message["origin"] = "KIRO_CLI"
+            entry = {"userInputMessage": message}
+        history.append(entry)
+    if "history" in state:
+        state["history"] = history
+    body["conversationState"] = state
+    return body

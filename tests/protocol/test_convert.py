@@ -1035,3 +1035,24 @@ def test_it_refuses_bad_input_naming_the_field(body: dict[str, Any], message: st
     with pytest.raises(ConversionError) as caught:
         convert_request(body, options=RAW)
     assert str(caught.value).startswith(message)
+
+
+def test_for_endpoint_matches_a_direct_cli_conversion() -> None:
+    from gateway.protocol.convert import for_endpoint
+
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 64,
+        "messages": [
+            {"role": "user", "content": "one"},
+            {"role": "assistant", "content": "two"},
+            {"role": "user", "content": "three"},
+        ],
+    }
+    fixed = {"conversation_id": "c", "agent_continuation_id": "a"}
+    ide = convert_request(body, options=ConvertOptions(**fixed)).kiro_body
+    cli = convert_request(body, options=ConvertOptions(endpoint="cli", **fixed)).kiro_body
+
+    assert for_endpoint(ide, endpoint="cli", profile_arn="arn:x") == cli
+    assert for_endpoint(ide, endpoint="ide", profile_arn="arn:x")["profileArn"] == "arn:x"
+    assert "profileArn" not in for_endpoint(ide, endpoint="ide", profile_arn=None)
