@@ -56,6 +56,7 @@ class GatewayConfig:
     max_attempts_per_credential: int
     max_attempts_per_request: int
     stream_ping_interval_secs: int
+    model_cache_ttl_secs: int
     current_credential_id: int | None
     count_tokens_api_url: str
     count_tokens_api_key: str
@@ -86,6 +87,7 @@ class CredentialAccess:
     proxy_url: str
     proxy_username: str
     proxy_password: str
+    models_checked_at: datetime | None = None
 
     @property
     def is_api_key(self) -> bool:
@@ -157,6 +159,7 @@ def gateway_config() -> GatewayConfig:
         max_attempts_per_credential=row.max_attempts_per_credential,
         max_attempts_per_request=row.max_attempts_per_request,
         stream_ping_interval_secs=row.stream_ping_interval_secs,
+        model_cache_ttl_secs=row.model_cache_ttl_secs,
         current_credential_id=row.current_credential_id,
         count_tokens_api_url=row.count_tokens_api_url,
         count_tokens_api_key=row.count_tokens_api_key,
@@ -240,4 +243,5 @@ def credential_access(*, credential_id: int, config: GatewayConfig) -> Credentia
         proxy_url=c.proxy_url,
         proxy_username=c.proxy_username,
         proxy_password=c.proxy_password,
+        models_checked_at=c.models_checked_at,
     )

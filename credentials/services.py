@@ -496,3 +496,10 @@ def credential_set_profile_arn(*, credential_id: int, profile_arn: str) -> None:
 def credential_pin_machine_id(*, credential_id: int, machine_id: str) -> None:
     """Persist a derived machine id so it survives refresh-token rotation (spec §9.1)."""
     Credential.objects.filter(pk=credential_id, machine_id="").update(machine_id=machine_id)
+
+
+def credential_set_models(*, credential_id: int, models: list[str]) -> None:
+    """Store a credential's upstream model list (ListAvailableModels, spec kiro-ops §3.10)."""
+    Credential.objects.filter(pk=credential_id).update(
+        available_models=models, models_checked_at=timezone.now()
+    )

@@ -23,7 +23,7 @@ from django.utils import timezone
 from credentials import selectors, services
 from credentials.pool import Candidate, choose, is_in_scope, self_heal_targets
 from credentials.selectors import CredentialAccess, GatewayConfig, KeyIdentity
-from gateway import profiles, tokens, upstream
+from gateway import model_cache, profiles, tokens, upstream
 from gateway.db import db
 from gateway.protocol import classify
 from gateway.protocol.classify import Action, ClientError, Outcome
@@ -245,6 +245,8 @@ async def _attempt(
     if 200 <= response.status_code < 300:
         record.outcome, record.duration_ms = Outcome.SUCCESS, _ms(started)
         request.draft.credential_id = access.id
+        if model_cache.is_stale(access.models_checked_at, config.model_cache_ttl_secs):
+            model_cache.refresh_soon(access, config)
         return Connected(access, response, stack)
     try:
         body = (await response.aread()).decode("utf-8", errors="replace")
