@@ -398,6 +398,10 @@ async def _produce(
         queue.put_nowait(
             _Failure("api_error", f"The upstream stream broke off: {exc.__class__.__name__}.")
         )
+    except Exception as exc:  # a bug must end the stream visibly, never hang it
+        log.exception("translating the upstream stream failed")
+        request.draft.error_message = f"internal error: {exc.__class__.__name__}"
+        queue.put_nowait(_Failure("api_error", "The gateway failed while translating the answer."))
 
 
 def _finish_draft(request: Request, result: TranslationResult, status: str) -> None:

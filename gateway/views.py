@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -150,8 +151,12 @@ async def _reject(
     return error_response(error)
 
 
+log = logging.getLogger(__name__)
 INVALID_KEY = ClientError(401, "authentication_error", "Invalid API key")
 TOO_LARGE = ClientError(413, "request_too_large", "The request body is too large.")
+INTERNAL_ERROR = ClientError(
+    500, "api_error", "The gateway hit an internal error; it was logged. Please retry."
+)
 
 
 # --- /v1/messages ------------------------------------------------------------------------
@@ -162,6 +167,23 @@ async def _messages(request: HttpRequest, *, cc_mode: bool) -> HttpResponse:
     key, config, draft, started = await _start(request, endpoint)
     if key is None:
         return await _reject(draft, started, INVALID_KEY)
+    try:
+        return await _serve_messages(request, key, config, draft, started, cc_mode=cc_mode)
+    except Exception as exc:  # never an HTML 500; still exactly one usage record
+        log.exception("unexpected error serving %s", endpoint)
+        draft.error_message = f"{exc.__class__.__name__}: {exc}"[:500]
+        return await _reject(draft, started, INTERNAL_ERROR, "internal_error")
+
+
+async def _serve_messages(
+    request: HttpRequest,
+    key: KeyIdentity,
+    config: GatewayConfig,
+    draft: UsageDraft,
+    started: float,
+    *,
+    cc_mode: bool,
+) -> HttpResponse:
     try:
         body = _parse_body(request)
         _validate_messages_body(body)

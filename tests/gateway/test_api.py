@@ -218,3 +218,65 @@ def test_every_request_leaves_exactly_one_usage_record(gateway):
     post(gateway, "/v1/messages/count_tokens", body=BODY)
 
     assert UsageRecord.objects.count() == 4
+
+
+def test_a_silent_upstream_gets_pings_on_the_stream(gateway):
+    from credentials.models import GatewaySettings
+
+    GatewaySettings.objects.update_or_create(pk=1, defaults={"stream_ping_interval_secs": 1})
+    _, account = gateway.add_credential()
+    gateway.fake.script(
+        Script.text("before") + Script.pause(2.5) + Script.text("after"), account=account.id
+    )
+
+    response = post(gateway, body=BODY | {"stream": True})
+
+    names = [name for name, _ in _events(response.text)]
+    assert names.count("ping") >= 2
+    assert names[-1] == "message_stop"
+
+
+def test_a_success_moves_the_credential_counters(gateway):
+    from credentials.models import Credential
+
+    credential, _ = gateway.add_credential()
+
+    post(gateway)
+
+    stored = Credential.objects.get(pk=credential.pk)
+    assert stored.success_count == 1 and stored.last_used_at is not None
+    record = UsageRecord.objects.get()
+    assert record.credential_id == credential.pk and record.latency_ms > 0
+    assert record.input_tokens > 0 and record.output_tokens > 0
+
+
+def test_an_internal_error_is_anthropic_json_not_an_html_500(gateway, monkeypatch):
+    from gateway import views
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(views, "convert_request", broken)
+
+    message = assert_error(post(gateway), 500, "api_error")
+
+    assert "internal error" in message
+    record = UsageRecord.objects.get()
+    assert (record.status, record.error_type) == ("error", "internal_error")
+
+
+def test_a_translation_bug_mid_stream_ends_with_an_error_event(gateway, monkeypatch):
+    from gateway.protocol.translate import StreamTranslator
+
+    gateway.add_credential()
+
+    def broken(self, events):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(StreamTranslator, "feed", broken)
+
+    response = post(gateway, body=BODY | {"stream": True})
+
+    names = [name for name, _ in _events(response.text)]
+    assert names[0] == "message_start" and names[-1] == "error"
+    assert UsageRecord.objects.get().status == "error"

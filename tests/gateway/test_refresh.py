@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -198,3 +199,47 @@ def test_an_external_idp_endpoint_off_the_allow_list_is_refused_without_a_call(g
     assert response.status_code == 502
     assert gateway.fake.requests_for("refresh_external") == []
     assert Credential.objects.get(pk=credential.pk).refresh_failure_count == 1
+
+
+def test_invalid_grant_after_a_rotation_elsewhere_adopts_the_new_token(gateway, monkeypatch):
+    from django.utils import timezone
+
+    from credentials import services
+    from gateway import upstream
+    from gateway.db import db
+
+    credential, _ = gateway.add_credential(rotate_refresh_token=True)
+    real = upstream.refresh_request
+    rotated = []
+
+    async def another_process_rotates_first(access, config):
+        if not rotated:
+            # Another process refreshes (rotating the token) and stores the result first.
+            async with httpx.AsyncClient() as client:
+                answer = (
+                    await client.post(
+                        gateway.fake.base_url + "/refreshToken",
+                        json={"refreshToken": access.refresh_token},
+                    )
+                ).json()
+            rotated.append(answer["refreshToken"])
+            await db(
+                services.credential_refresh_commit,
+                credential_id=access.id,
+                owner="other-process",
+                access_token=answer["accessToken"],
+                expires_at=timezone.now() + timedelta(hours=1),
+                refresh_token=answer["refreshToken"],
+                profile_arn=None,
+            )
+        return await real(access, config)
+
+    monkeypatch.setattr(upstream, "refresh_request", another_process_rotates_first)
+
+    response = httpx.post(
+        gateway.base_url + "/v1/messages", json=BODY, timeout=30, headers={"x-api-key": gateway.key}
+    )
+
+    assert response.status_code == 200
+    stored = Credential.objects.get(pk=credential.pk)
+    assert stored.enabled and stored.refresh_token == rotated[0]
