@@ -186,6 +186,24 @@ async def _serve_messages(
 ) -> HttpResponse:
     try:
         body = _parse_body(request)
+    except ConversionError as exc:
+        return await _reject(draft, started, _bad_request(str(exc)))
+    except TooLarge:
+        return await _reject(draft, started, TOO_LARGE)
+    return await serve_body(body, key, config, draft, started, cc_mode=cc_mode)
+
+
+async def serve_body(
+    body: dict[str, Any],
+    key: KeyIdentity,
+    config: GatewayConfig,
+    draft: UsageDraft,
+    started: float,
+    *,
+    cc_mode: bool = False,
+) -> HttpResponse:
+    """Serve one Anthropic Messages body (also the inner request of the OpenAI endpoints)."""
+    try:
         _validate_messages_body(body)
         draft.model_requested = str(body.get("model", ""))
         draft.stream = body.get("stream") is True

@@ -104,8 +104,6 @@ IMAGE_OMITTED: Final = "[image omitted: only base64 data: URLs are supported by 
 _PART_OMITTED: Final = "[{kind} omitted: not supported by this gateway]"
 _TEXT_PARTS: Final = frozenset({"text", "input_text", "output_text"})
 _UNSUPPORTED_PARTS: Final = frozenset({"file", "input_file", "input_audio", "audio"})
-# spec 12.2: input items that carry nothing the Anthropic request can use.
-_IGNORED_ITEMS: Final = frozenset({"reasoning", "web_search_call", "compaction", "item_reference"})
 _TOOL_CALL_ITEMS: Final = frozenset({"function_call", "custom_tool_call"})
 _TOOL_OUTPUT_ITEMS: Final = frozenset({"function_call_output", "custom_tool_call_output"})
 # spec 12.1: headers that may carry the client's session id, in order.
@@ -212,14 +210,17 @@ def _max_tokens(body: Mapping[str, Any], keys: Sequence[str]) -> int:
     return DEFAULT_MAX_TOKENS
 
 
-def _effort(raw: object, path: str) -> str | None:
+def _effort(raw: object, path: str, model: str) -> str | None:
     """Map an OpenAI reasoning effort to `output_config.effort` (spec 12.1, 12.2)."""
     if raw is None:
         return None
     if not isinstance(raw, str):
         raise ConversionError(path, "must be a string")
     effort = raw.strip().lower()
-    # Ours: §3.16 reads unknown tiers as `high`, the opposite of what "minimal" asks for.
+    # Ours: §3.16 reads "none" on a Claude model, and any unknown tier, as `high` — the
+    # opposite of what "none" and "minimal" ask for. GPT models understand "none" (§3.16).
+    if effort == "none" and not model.lower().startswith("gpt"):
+        return None
     return "low" if effort == "minimal" else effort or None
 
 
@@ -442,7 +443,7 @@ def chat_to_anthropic(
         turns=turns,
         tools=tools,
         tool_choice=choice,
-        effort=_effort(body.get("reasoning_effort"), "reasoning_effort"),
+        effort=_effort(body.get("reasoning_effort"), "reasoning_effort", model),
         user_id=_session_user_id(body.get("prompt_cache_key"), headers),
     )
 
@@ -937,7 +938,7 @@ def responses_to_anthropic(
         turns=turns,
         tools=tools,
         tool_choice=choice,
-        effort=_effort((reasoning or {}).get("effort"), "reasoning.effort"),
+        effort=_effort((reasoning or {}).get("effort"), "reasoning.effort", model),
         user_id=_session_user_id(body.get("prompt_cache_key"), headers),
     )
 

@@ -223,6 +223,12 @@ def test_it_reads_minimal_effort_as_low() -> None:
     assert body["output_config"] == {"effort": "low"}
 
 
+def test_it_requests_no_reasoning_for_effort_none_on_a_claude_model() -> None:
+    body = chat_to_anthropic(chat({"role": "user", "content": "hi"}, reasoning_effort="none"))
+
+    assert "output_config" not in body
+
+
 def test_it_moves_system_and_developer_messages_to_system() -> None:
     body = chat_to_anthropic(
         chat(
