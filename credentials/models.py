@@ -111,6 +111,10 @@ class Credential(models.Model):
     source_channel = models.CharField(max_length=200, blank=True)
     balance = models.JSONField(null=True, blank=True)
     balance_checked_at = models.DateTimeField(null=True, blank=True)
+    # spec kiro-ops §8.1 (Z): OVERAGE_CAPABLE / NOT_OVERAGE_CAPABLE / NOT_AVAILABLE, and
+    # ENABLED / DISABLED, as last reported by getUsageLimits.
+    overage_capability = models.CharField(max_length=32, blank=True)
+    overage_status = models.CharField(max_length=16, blank=True)
     available_models = models.JSONField(
         null=True, blank=True, help_text="Upstream model ids (ListAvailableModels), lower-case."
     )
@@ -320,3 +324,46 @@ class GatewaySettings(models.Model):
         """Return the settings row, creating it with defaults on first use."""
         obj, _ = cls.objects.get_or_create(pk=cls.singleton_id)
         return obj
+
+
+class ProxyHealth(models.TextChoices):
+    UNKNOWN = "unknown", "Unknown"
+    HEALTHY = "healthy", "Healthy"
+    UNHEALTHY = "unhealthy", "Unhealthy"
+
+
+class ProxyEntry(models.Model):
+    """A proxy of the pool (spec kiro-ops §7): checked for health, assignable to credentials."""
+
+    url = models.CharField(max_length=500, unique=True, help_text="scheme://[user:pass@]host:port")
+    label = models.CharField(max_length=200, blank=True)
+    enabled = models.BooleanField(default=True)
+    health = models.CharField(
+        max_length=16, choices=ProxyHealth.choices, default=ProxyHealth.UNKNOWN
+    )
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    auto_disabled = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "proxy"
+        verbose_name_plural = "proxy pool"
+
+    def __str__(self) -> str:
+        return self.label or self.url
+
+
+class JobLock(models.Model):
+    """A lease that lets one of several processes run a background job (claimed by UPDATE)."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    holder = models.CharField(max_length=100, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_result = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return self.name

@@ -6,7 +6,14 @@ VIEWERS = "Gateway viewers"
 OPERATORS = "Gateway operators"
 
 _OUR_MODELS = {
-    "credentials": ["credential", "credentialgroup", "clientkey", "gatewaysettings"],
+    "credentials": [
+        "credential",
+        "credentialgroup",
+        "clientkey",
+        "gatewaysettings",
+        "proxyentry",
+        "joblock",
+    ],
     "usage": ["usagerecord", "upstreamattempt"],
 }
 
@@ -18,7 +25,7 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
         *[(app, f"view_{m}") for app, models in _OUR_MODELS.items() for m in models],
         *[
             ("credentials", f"{action}_{m}")
-            for m in ("credential", "credentialgroup", "clientkey")
+            for m in ("credential", "credentialgroup", "clientkey", "proxyentry")
             for action in ("add", "change", "delete")
         ],
         ("credentials", "change_gatewaysettings"),

@@ -5,7 +5,25 @@ from __future__ import annotations
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-from credentials.roles import ROLE_PERMISSIONS
+# Frozen copy of the roles as they were at this migration (credentials/roles.py moves on).
+_OUR_MODELS = {
+    "credentials": ["credential", "credentialgroup", "clientkey", "gatewaysettings"],
+    "usage": ["usagerecord", "upstreamattempt"],
+}
+ROLE_PERMISSIONS = {
+    "Gateway viewers": [(a, f"view_{m}") for a, ms in _OUR_MODELS.items() for m in ms],
+    "Gateway operators": [
+        *[(a, f"view_{m}") for a, ms in _OUR_MODELS.items() for m in ms],
+        *[
+            ("credentials", f"{action}_{m}")
+            for m in ("credential", "credentialgroup", "clientkey")
+            for action in ("add", "change", "delete")
+        ],
+        ("credentials", "change_gatewaysettings"),
+        ("credentials", "import_kiro"),
+        ("credentials", "export_kiro"),
+    ],
+}
 
 
 def create_roles(apps, schema_editor):

@@ -413,3 +413,16 @@ def test_an_outsider_is_sent_to_the_login_page(outsider, admin_client_as):
 
 def test_the_site_header_names_the_gateway(superuser, admin_client_as):
     assert b"kiro-gateway" in admin_client_as(superuser).get(reverse("admin:index")).content
+
+
+def test_the_migrated_roles_match_the_role_definitions():
+    from django.contrib.auth.models import Group
+
+    from credentials.roles import ROLE_PERMISSIONS
+
+    for role, wanted in ROLE_PERMISSIONS.items():
+        have = {
+            (p.content_type.app_label, p.codename)
+            for p in Group.objects.get(name=role).permissions.all()
+        }
+        assert have == set(wanted), role
