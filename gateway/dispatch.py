@@ -291,7 +291,8 @@ async def _apply(
         except tokens.TokenError:
             await db(services.credential_count_failure, credential_id=access.id)
             return classify.Verdict(Outcome.AUTH_FAILED, Action.SWITCH, error=verdict.error), False
-        return classify.Verdict(Outcome.AUTH_FAILED, Action.RETRY, error=verdict.error), True
+        # spec §7.2 row 7: on a successful forced refresh, retry immediately (no backoff).
+        return classify.Verdict(Outcome.AUTH_FAILED, Action.RETRY_NOW, error=verdict.error), True
     if verdict.count_failure:
         await db(services.credential_count_failure, credential_id=access.id)
         return verdict, False

@@ -35,6 +35,7 @@ class Outcome(StrEnum):
 class Action(StrEnum):
     SUCCESS = "success"
     RETRY = "retry"  # back off, may reuse the same credential
+    RETRY_NOW = "retry_now"  # the token was just replaced: try the same credential at once
     SWITCH = "switch"  # penalise/disable this credential and try another at once
     FORCE_REFRESH = "force_refresh"  # refresh this credential's token, then retry it
     FAIL = "fail"  # stop; answer the client with `error`
