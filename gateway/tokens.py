@@ -25,6 +25,7 @@ from credentials.selectors import CredentialAccess, GatewayConfig
 from gateway import upstream
 from gateway.db import db
 from gateway.protocol.classify import parse_retry_after
+from usage import metrics
 
 log = logging.getLogger(__name__)
 
@@ -136,15 +137,18 @@ async def _do_refresh(
 ) -> CredentialAccess:
     problem = _local_problem(access)
     if problem:
+        metrics.observe_refresh("failure")
         await _failed(access, invalid_grant=False)
         raise TokenError(problem)
     try:
         response = await upstream.refresh_request(access, config)
     except httpx.HTTPError as exc:
+        metrics.observe_refresh("failure")
         await _failed(access, invalid_grant=False)
         raise TokenError(f"refresh request failed: {exc.__class__.__name__}") from None
     body = response.text
     if response.status_code == 429:
+        metrics.observe_refresh("rate_limited")
         await _release(access)  # spec §8.6 (Z): rate limited, not a failure
         raise TokenError(
             "refresh rate limited",
@@ -152,12 +156,14 @@ async def _do_refresh(
             retry_after=parse_retry_after(response.headers.get("retry-after")),
         )
     if response.status_code == 400 and "invalid_grant" in body:
+        metrics.observe_refresh("invalid_grant")
         return await _invalid_grant(access, config)
     answer = _parse_answer(access, response.status_code, body)
     now = timezone.now()
     if answer is None or (
         not force and (answer.expires_at is None or answer.expires_at <= now + STILL_EXPIRED)
     ):
+        metrics.observe_refresh("failure")
         disabled = await _failed(access, invalid_grant=False)
         raise TokenError(f"refresh failed with status {response.status_code}", disabled=disabled)
     await db(
@@ -169,6 +175,7 @@ async def _do_refresh(
         refresh_token=answer.refresh_token,
         profile_arn=None if access.auth_method == "external_idp" else answer.profile_arn,
     )
+    metrics.observe_refresh("success")
     log.info("refreshed token of credential %s", access.id)
     return replace(
         access,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from gateway import openai_views
 from gateway import views as gateway_views
@@ -22,5 +22,6 @@ urlpatterns = [
     path("cc/v1/messages", gateway_views.cc_messages, name="cc_messages"),
     path("cc/v1/messages/count_tokens", gateway_views.count_tokens, name="cc_count_tokens"),
     re_path(r"^(?:cc/)?v1/", gateway_views.not_found),
+    path("", include("usage.urls")),
     path("admin/", admin.site.urls),
 ]

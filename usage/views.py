@@ -1,0 +1,55 @@
+"""Operator endpoints of the usage app: Prometheus `/metrics`."""
+
+from __future__ import annotations
+
+import secrets
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from usage.metrics import metrics_render
+
+
+def _error(status: int, error_type: str, message: str) -> JsonResponse:
+    return JsonResponse(
+        {"type": "error", "error": {"type": error_type, "message": message}}, status=status
+    )
+
+
+def _bearer(request: HttpRequest) -> str:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def _render() -> bytes:
+    try:
+        return metrics_render()
+    finally:
+        # Postgres: give the pooled connection back at once (STYLE.md, the paperless incident).
+        if connection.vendor != "sqlite":
+            connection.close()
+
+
+@require_GET
+async def metrics(request: HttpRequest) -> HttpResponse:
+    """GET /metrics: Prometheus text format behind `Authorization: Bearer KIRO_METRICS_TOKEN`.
+
+    With no token configured the endpoint does not exist (404), so it is off by default.
+    """
+    token = str(getattr(settings, "KIRO_METRICS_TOKEN", "") or "")
+    if not token:
+        return _error(404, "not_found_error", "Not found.")
+    presented = _bearer(request)
+    if not presented or not secrets.compare_digest(presented.encode(), token.encode()):
+        response = _error(401, "authentication_error", "A valid metrics bearer token is needed.")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    # The credential gauge queries the database: render in a worker thread.
+    body = await sync_to_async(_render, thread_sensitive=False)()
+    return HttpResponse(
+        body, content_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"}
+    )
