@@ -21,6 +21,7 @@ import httpx
 from django.utils import timezone
 
 from credentials import selectors, services
+from credentials.limits import limit_settle
 from credentials.pool import Candidate, choose, is_in_scope, self_heal_targets
 from credentials.selectors import CredentialAccess, GatewayConfig, KeyIdentity
 from gateway import model_cache, profiles, tokens, upstream
@@ -462,7 +463,26 @@ async def collect(request: Request, connected: Connected) -> tuple[int, dict[str
 
 async def write_usage(draft: UsageDraft) -> None:
     """Write the usage record, shielded from the cancellation of a disconnecting client."""
-    task = asyncio.ensure_future(db(usage_record_write, draft=draft))
+    reservation, draft.reservation = draft.reservation, None  # settled exactly once
+
+    def write() -> None:
+        try:
+            usage_record_write(draft=draft)
+        finally:
+            if reservation is not None:
+                try:
+                    limit_settle(
+                        reservation=reservation,
+                        tokens=draft.input_tokens
+                        + draft.output_tokens
+                        + draft.cache_creation_tokens
+                        + draft.cache_read_tokens,
+                        credits=draft.credits,
+                    )
+                except Exception:  # a limits failure must not lose the record or the answer
+                    log.exception("could not settle the client key's limits")
+
+    task = asyncio.ensure_future(db(write))
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:

@@ -51,6 +51,7 @@ async def _inner(
         response = await views.serve_body(body, key, config, draft, started)
     except Exception:
         log.exception("unexpected error serving %s", endpoint)
+        await views.release_reservation(draft)  # no usage record was written to settle it
         return 500, views.INTERNAL_ERROR.body()
     return response.status_code, json.loads(response.content)
 

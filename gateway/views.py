@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -14,7 +15,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from credentials import selectors
+from credentials import limits, selectors
 from credentials.selectors import GatewayConfig, KeyIdentity
 from gateway import auth, dispatch, search
 from gateway.db import db
@@ -159,6 +160,53 @@ INTERNAL_ERROR = ClientError(
 )
 
 
+# --- client key limits (credentials/limits.py) -------------------------------------------
+
+
+def _input_estimate(body: dict[str, Any]) -> int:
+    """Estimate the body's input tokens locally, before it is validated (0 if malformed)."""
+    system, messages_, tools = body.get("system"), body.get("messages"), body.get("tools")
+    try:
+        return count_all_tokens(
+            "",
+            system if isinstance(system, str | list) else None,
+            messages_ if isinstance(messages_, list) else [],
+            tools if isinstance(tools, list) else [],
+        )
+    except (TypeError, ValueError):
+        return 0
+
+
+async def _reserve(
+    body: dict[str, Any], key: KeyIdentity, draft: UsageDraft
+) -> tuple[ClientError, str] | None:
+    """Reserve the request under the key's limits; return the 429 and its reason if refused."""
+    try:
+        draft.reservation = await db(
+            limits.limit_reserve, key_id=key.id, estimate_tokens=_input_estimate(body)
+        )
+    except limits.LimitExceeded as exc:
+        refusal = exc.refusal
+        error = ClientError(429, "rate_limit_error", refusal.message, refusal.retry_after)
+        return error, refusal.reason
+    return None
+
+
+async def release_reservation(draft: UsageDraft) -> None:
+    """Free the reservation of a request that ends without writing its usage record."""
+    reservation, draft.reservation = draft.reservation, None
+    if reservation is None:
+        return
+    task = asyncio.ensure_future(db(limits.limit_release, reservation=reservation))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+    except Exception:
+        log.exception("could not release the client key's reservation")
+
+
 # --- /v1/messages ------------------------------------------------------------------------
 
 
@@ -203,6 +251,26 @@ async def serve_body(
     cc_mode: bool = False,
 ) -> HttpResponse:
     """Serve one Anthropic Messages body (also the inner request of the OpenAI endpoints)."""
+    refused = await _reserve(body, key, draft)
+    if refused is not None:
+        return await _reject(draft, started, *refused)
+    try:
+        # Every exit writes the usage record, which settles the reservation (dispatch).
+        return await _serve_body(body, key, config, draft, started, cc_mode=cc_mode)
+    except asyncio.CancelledError:  # the client left before any usage record was written
+        await release_reservation(draft)
+        raise
+
+
+async def _serve_body(
+    body: dict[str, Any],
+    key: KeyIdentity,
+    config: GatewayConfig,
+    draft: UsageDraft,
+    started: float,
+    *,
+    cc_mode: bool,
+) -> HttpResponse:
     try:
         _validate_messages_body(body)
         draft.model_requested = str(body.get("model", ""))
