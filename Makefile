@@ -7,7 +7,7 @@ PORT ?= 8990
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_DATA_DIR := $(CURDIR)/data/test
 
-.PHONY: run test test-sqlite test-postgres lint fakekiro bench clean
+.PHONY: run test test-sqlite test-postgres lint fakekiro bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,12 @@ $(VENV)/.installed-test: requirements-test.txt requirements.txt | $(BIN)/python
 
 run: $(VENV)/.installed
 	$(BIN)/python manage.py bootstrap
-	exec $(BIN)/daphne -b "$(HOST)" -p "$(PORT)" kiro_site.asgi:application
+	@log="$${DATA_DIR:-$(CURDIR)/data}/jobs.log"; mkdir -p "$$(dirname "$$log")"; \
+	echo "background jobs: logging to $$log"; \
+	$(BIN)/python manage.py run_jobs >>"$$log" 2>&1 & jobs_pid=$$!; \
+	trap 'kill -TERM $$jobs_pid 2>/dev/null; wait $$jobs_pid 2>/dev/null' EXIT; \
+	trap 'exit 130' INT TERM; \
+	$(BIN)/daphne -b "$(HOST)" -p "$(PORT)" kiro_site.asgi:application
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
@@ -31,11 +36,15 @@ lint: $(VENV)/.installed-test
 
 test: lint test-sqlite test-postgres
 
-test-sqlite: $(VENV)/.installed-test
+# The dashboard test drives a real headless Chromium (Debian package).
+chromium:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+test-sqlite: $(VENV)/.installed-test chromium
 	@echo "== pytest on SQLite =="
 	env -u DATABASE_URL -u REDIS_URL DATA_DIR="$(TEST_DATA_DIR)" $(BIN)/python -m pytest
 
-test-postgres: $(VENV)/.installed-test
+test-postgres: $(VENV)/.installed-test chromium
 	@if $(BIN)/python -c "import psycopg,sys; psycopg.connect(sys.argv[1], connect_timeout=3).close()" "$(TEST_DATABASE_URL)" 2>/dev/null; then \
 		echo "== pytest on Postgres ($(TEST_DATABASE_URL)) =="; \
 		env -u REDIS_URL DATA_DIR="$(TEST_DATA_DIR)" DATABASE_URL="$(TEST_DATABASE_URL)" $(BIN)/python -m pytest; \

@@ -7,6 +7,7 @@ take secrets write-only, search covers labels only, and filters on secret column
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import admin, messages
@@ -23,10 +24,29 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
-from credentials import crypto, services
-from credentials.forms import CredentialForm, GatewaySettingsForm, KiroImportForm
+from credentials import crypto, limits, services
+from credentials.forms import (
+    AssignProxyForm,
+    CredentialConsoleForm,
+    GatewaySettingsForm,
+    GroupEditForm,
+    KiroImportForm,
+    ModelTestForm,
+    ProxyBulkAddForm,
+    ProxyEntryForm,
+)
 from credentials.kiro_files import KiroFileError, dump_json
-from credentials.models import ClientKey, Credential, CredentialGroup, GatewaySettings
+from credentials.models import (
+    ClientKey,
+    ClientKeyWindow,
+    Credential,
+    CredentialGroup,
+    GatewaySettings,
+    JobLock,
+    LimitWindowKind,
+    ProxyEntry,
+)
+from gateway import operations  # admin views are the console; they call gateway's I/O
 
 _SECRET_LOOKUPS = (
     "refresh_token",
@@ -62,12 +82,13 @@ def _download(text: str, filename: str) -> HttpResponse:
 
 @admin.register(Credential)
 class CredentialAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
-    form = CredentialForm
+    form = CredentialConsoleForm
     formfield_overrides = _URL_FIELDS
-    change_list_template = "admin/credentials/credential/change_list.html"
+    change_list_template = "admin/credentials/credential/ops_change_list.html"
     list_display = [
         "id", "label", "status", "auth_method", "priority", "group_names", "expires_at",
-        "email", "subscription_title", "failures", "disabled_reason", "last_used_at",
+        "email", "subscription_title", "balance_column", "overage_column", "failures",
+        "disabled_reason", "last_used_at",
     ]  # fmt: skip
     list_display_links = ["id", "label"]
     list_filter = [
@@ -81,12 +102,17 @@ class CredentialAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
     search_fields = ["name", "email", "provider", "source_channel", "=id"]
     list_per_page = 50
     ordering = ["priority", "id"]
-    actions = ["enable", "disable", "reset_failures", "export_selected"]
+    actions = [
+        "enable", "disable", "reset_failures", "export_selected", "refresh_token_now",
+        "check_balance", "bulk_verify", "disable_exceeded", "overage_on", "overage_off",
+        "edit_groups", "assign_proxy", "assign_proxy_round_robin",
+    ]  # fmt: skip
     readonly_fields = [
         "enabled", "disabled_reason", "failure_count", "refresh_failure_count",
         "total_failure_count", "success_count", "last_used_at", "cooldown_until",
         "self_heal_rounds", "self_heal_total", "last_self_heal_at", "self_heal_model",
-        "kiro_created_at", "created_at", "updated_at", "unknown_keys",
+        "kiro_created_at", "created_at", "updated_at", "unknown_keys", "balance_summary",
+        "overage_column",
     ]  # fmt: skip
     fieldsets = [
         (None, {"fields": ["name", "auth_method", "provider", "priority", "groups", "endpoint"]}),
@@ -100,7 +126,9 @@ class CredentialAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
             "region", "auth_region", "api_region", "machine_id", "profile_arn",
         ]}),
         ("Proxy", {"fields": ["proxy_url", "proxy_username", "proxy_password"]}),
-        ("Account", {"fields": ["email", "subscription_title", "source_channel"]}),
+        ("Account", {"fields": [
+            "email", "subscription_title", "source_channel", "balance_summary", "overage_column",
+        ]}),
         ("State", {"fields": [
             "enabled", "disabled_reason", "failure_count", "refresh_failure_count",
             "total_failure_count", "success_count", "last_used_at", "cooldown_until",
@@ -198,6 +226,7 @@ class CredentialAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("import-kiro/", wrap(self.import_view), name="credentials_kiro_import"),
+            *self._ops_urls(),
             path(
                 "export-kiro/<str:which>.json",
                 wrap(self.export_view),
@@ -279,6 +308,391 @@ class CredentialAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
         )
         return HttpResponseRedirect(reverse("admin:credentials_credential_changelist"))
 
+    # --- operator console: balance, token, models, overage, bulk edits (spec kiro-ops §8) ---
+
+    @admin.display(description="balance (used / limit)")
+    def balance_column(self, obj: Credential) -> str:
+        balance = obj.balance if isinstance(obj.balance, dict) else None
+        if not balance:
+            return "—"
+        exhausted = services._balance_exhausted(balance)
+        return format_html(
+            '<span style="color:{}" title="remaining {}; checked {}">{} / {} ({}%)</span>',
+            "#ba2121" if exhausted else "inherit",
+            _num(balance.get("remaining")),
+            obj.balance_checked_at.strftime("%Y-%m-%d %H:%M") if obj.balance_checked_at else "?",
+            _num(balance.get("current_usage")),
+            _num(balance.get("usage_limit")),
+            _num(balance.get("usage_percentage")),
+        )
+
+    @admin.display(description="overage")
+    def overage_column(self, obj: Credential) -> str:
+        # spec kiro-ops #135: enabled / disabled / not supported / unknown
+        if obj.overage_capability in ("NOT_OVERAGE_CAPABLE", "NOT_AVAILABLE"):
+            return "not supported"
+        if obj.overage_status == "ENABLED":
+            return "enabled"
+        if obj.overage_status == "DISABLED":
+            return "disabled"
+        return "unknown"
+
+    @admin.display(description="balance")
+    def balance_summary(self, obj: Credential) -> str:
+        balance = obj.balance if isinstance(obj.balance, dict) else None
+        if not balance:
+            return "not checked yet"
+        reset = balance.get("next_reset_at")
+        reset_text = (
+            datetime.fromtimestamp(reset, tz=UTC).strftime("%Y-%m-%d")
+            if isinstance(reset, int | float) and reset > 0
+            else "unknown"
+        )
+        return format_html(
+            "{}: {} of {} used ({}%), {} remaining; next reset {}; checked {}",
+            balance.get("subscription_title") or "unknown plan",
+            _num(balance.get("current_usage")),
+            _num(balance.get("usage_limit")),
+            _num(balance.get("usage_percentage")),
+            _num(balance.get("remaining")),
+            reset_text,
+            obj.balance_checked_at.strftime("%Y-%m-%d %H:%M:%S") if obj.balance_checked_at else "?",
+        )
+
+    def _ops_urls(self) -> list:
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<int:object_id>/refresh-token/",
+                wrap(self.refresh_token_view),
+                name="credentials_credential_refresh_token",
+            ),
+            path(
+                "<int:object_id>/balance/",
+                wrap(self.balance_view),
+                name="credentials_credential_balance",
+            ),
+            path(
+                "<int:object_id>/models/",
+                wrap(self.models_view),
+                name="credentials_credential_models",
+            ),
+            path(
+                "<int:object_id>/test-model/",
+                wrap(self.test_model_view),
+                name="credentials_credential_test_model",
+            ),
+            path(
+                "<int:object_id>/overage/<str:state>/",
+                wrap(self.overage_view),
+                name="credentials_credential_overage",
+            ),
+            path(
+                "clear-disabled/",
+                wrap(self.clear_disabled_view),
+                name="credentials_credential_clear_disabled",
+            ),
+        ]
+
+    def _ops_object(self, request: HttpRequest, object_id: int) -> Credential:
+        """Return the credential if the user may run operations on it, else raise 403."""
+        obj = get_object_or_404(Credential, pk=object_id)
+        if not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        return obj
+
+    def _ops_context(self, request: HttpRequest, obj: Credential | None, title: str) -> dict:
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": obj,
+            "title": title,
+        }
+
+    def _back(self, obj: Credential) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse("admin:credentials_credential_change", args=[obj.pk]))
+
+    def refresh_token_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """Force a token refresh of one credential (POST)."""
+        obj = self._ops_object(request, object_id)
+        if request.method != "POST":
+            return HttpResponse(status=405)
+        self._refresh_one(request, obj)
+        return self._back(obj)
+
+    def balance_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """Check one credential's balance (POST; cached 5 minutes)."""
+        obj = self._ops_object(request, object_id)
+        if request.method != "POST":
+            return HttpResponse(status=405)
+        self._balance_one(request, obj, force="force" in request.POST)
+        return self._back(obj)
+
+    def overage_view(self, request: HttpRequest, object_id: int, state: str) -> HttpResponse:
+        """Switch overage on or off for one credential (POST)."""
+        obj = self._ops_object(request, object_id)
+        if request.method != "POST" or state not in ("on", "off"):
+            return HttpResponse(status=405)
+        self._overage_one(request, obj, state == "on")
+        return self._back(obj)
+
+    def models_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """List the models this credential may call, live from ListAvailableModels."""
+        obj = self._ops_object(request, object_id)
+        context = self._ops_context(request, obj, f"Available models of {obj}")
+        try:
+            context["models"] = operations.run_sync(operations.list_models, credential_id=obj.pk)
+        except operations.OperationError as exc:
+            context["error"] = str(exc)
+        else:
+            self.log_change(request, obj, "Listed available models (admin)")
+        return TemplateResponse(request, "admin/credentials/credential/models.html", context)
+
+    def test_model_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """Send one minimal real request to a chosen model as this credential (spec §8.3)."""
+        obj = self._ops_object(request, object_id)
+        context = self._ops_context(request, obj, f"Test a model as {obj}")
+        models = list(obj.available_models or [])
+        if not models:
+            try:
+                infos = operations.run_sync(operations.list_models, credential_id=obj.pk)
+                models = sorted({m.model_id for m in infos})
+            except operations.OperationError as exc:
+                context["error"] = f"Could not list models: {exc}"
+        form = ModelTestForm(request.POST or None, models=models)
+        if request.method == "POST" and form.is_valid():
+            result = operations.run_sync(
+                operations.test_model, credential_id=obj.pk, model=form.cleaned_data["model"]
+            )
+            context["result"] = result
+            self.log_change(
+                request,
+                obj,
+                f"Tested model {result.model}: {'ok' if result.ok else 'failed'} "
+                f"in {result.latency_ms} ms (admin)",
+            )
+        context["form"] = form
+        status = 502 if context.get("result") is not None and not context["result"].ok else 200
+        return TemplateResponse(
+            request, "admin/credentials/credential/test_model.html", context, status=status
+        )
+
+    def clear_disabled_view(self, request: HttpRequest) -> HttpResponse:
+        """Delete every disabled credential after a confirmation page (spec #124)."""
+        if not self.has_delete_permission(request):
+            raise PermissionDenied
+        disabled = list(Credential.objects.filter(enabled=False).order_by("pk"))
+        if request.method == "POST":
+            self.log_deletions(request, Credential.objects.filter(enabled=False))
+            ids = services.credential_delete_disabled()
+            self.message_user(
+                request, f"Deleted {len(ids)} disabled credential(s).", messages.SUCCESS
+            )
+            return HttpResponseRedirect(reverse("admin:credentials_credential_changelist"))
+        context = self._ops_context(request, None, "Delete all disabled credentials?")
+        context["credentials"] = disabled
+        return TemplateResponse(
+            request, "admin/credentials/credential/clear_disabled.html", context
+        )
+
+    # One credential at a time; each reports through message_user and logs to the history.
+
+    def _refresh_one(self, request: HttpRequest, obj: Credential) -> bool:
+        try:
+            expiry = operations.run_sync(operations.refresh_token, credential_id=obj.pk)
+        except operations.OperationError as exc:
+            self.message_user(request, f"{obj}: {exc}", messages.ERROR)
+            return False
+        self.log_change(request, obj, "Refreshed the token (admin)")
+        self.message_user(request, f"{obj}: token refreshed, expires {expiry}.", messages.SUCCESS)
+        return True
+
+    def _balance_one(self, request: HttpRequest, obj: Credential, *, force: bool = False) -> bool:
+        try:
+            result = operations.run_sync(
+                operations.check_balance, credential_id=obj.pk, force=force
+            )
+        except operations.OperationError as exc:
+            self.message_user(request, f"{obj}: balance check failed: {exc}", messages.ERROR)
+            return False
+        b = result.balance
+        self.log_change(request, obj, "Checked the balance (admin)")
+        self.message_user(
+            request,
+            f"{obj}: {b['subscription_title'] or 'unknown plan'}, {_num(b['current_usage'])} / "
+            f"{_num(b['usage_limit'])} used ({_num(b['usage_percentage'])}%), "
+            f"{_num(b['remaining'])} remaining" + (" (cached)" if result.cached else ""),
+            messages.SUCCESS,
+        )
+        return True
+
+    def _overage_one(self, request: HttpRequest, obj: Credential, enabled: bool) -> bool:
+        try:
+            status = operations.run_sync(
+                operations.set_overage, credential_id=obj.pk, enabled=enabled
+            )
+        except operations.OperationError as exc:
+            self.message_user(request, f"{obj}: overage not changed: {exc}", messages.WARNING)
+            return False
+        self.log_change(request, obj, f"Set overage {status} (admin)")
+        self.message_user(request, f"{obj}: overage {status.lower()}.", messages.SUCCESS)
+        return True
+
+    @admin.action(description="Refresh token now", permissions=["change"])
+    def refresh_token_now(self, request: HttpRequest, queryset: QuerySet[Credential]) -> None:
+        for obj in queryset:
+            self._refresh_one(request, obj)
+
+    @admin.action(description="Check balance (cached 5 minutes)", permissions=["change"])
+    def check_balance(self, request: HttpRequest, queryset: QuerySet[Credential]) -> None:
+        for obj in queryset:
+            self._balance_one(request, obj)
+
+    @admin.action(description="Enable overage (where supported)", permissions=["change"])
+    def overage_on(self, request: HttpRequest, queryset: QuerySet[Credential]) -> None:
+        for obj in queryset:
+            if obj.overage_status == "ENABLED":
+                continue  # spec #134: "enable for all" skips those already enabled
+            self._overage_one(request, obj, True)
+
+    @admin.action(description="Disable overage", permissions=["change"])
+    def overage_off(self, request: HttpRequest, queryset: QuerySet[Credential]) -> None:
+        for obj in queryset:
+            self._overage_one(request, obj, False)
+
+    @admin.action(description="Verify (live balance check) …", permissions=["change"])
+    def bulk_verify(
+        self, request: HttpRequest, queryset: QuerySet[Credential]
+    ) -> HttpResponse | None:
+        if "delete_failures" in request.POST:
+            if not self.has_delete_permission(request):
+                raise PermissionDenied
+            objects = list(queryset)
+            self.log_deletions(request, queryset)
+            count = services.credential_delete(credential_ids=[o.pk for o in objects])
+            self.message_user(
+                request,
+                f"Deleted {count} credential(s) that failed verification.",
+                messages.SUCCESS,
+            )
+            return None
+        objects = {o.pk: o for o in queryset}
+        items = operations.run_sync(operations.verify, credential_ids=list(objects))
+        for item in items:
+            self.log_change(
+                request,
+                objects[item.credential_id],
+                f"Verified: {'ok' if item.ok else 'failed'} (admin)",
+            )
+        context = self._ops_context(request, None, "Verification results")
+        context.update(
+            rows=[(objects[i.credential_id], i) for i in items],
+            failed_ids=[i.credential_id for i in items if not i.ok],
+            can_delete=self.has_delete_permission(request),
+            action_checkbox_name=admin.helpers.ACTION_CHECKBOX_NAME,
+        )
+        return TemplateResponse(
+            request, "admin/credentials/credential/verify_results.html", context
+        )
+
+    @admin.action(
+        description="Disable those whose cached balance is used up", permissions=["change"]
+    )
+    def disable_exceeded(self, request: HttpRequest, queryset: QuerySet[Credential]) -> None:
+        ids = services.credential_disable_exhausted(
+            credential_ids=list(queryset.values_list("pk", flat=True))
+        )
+        for obj in Credential.objects.filter(pk__in=ids):
+            self.log_change(request, obj, "Disabled: quota exceeded per cached balance (admin)")
+        self.message_user(
+            request, f"Disabled {len(ids)} credential(s) (QuotaExceeded).", messages.SUCCESS
+        )
+
+    def _intermediate(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Credential],
+        form: Any,
+        *,
+        action: str,
+        title: str,
+        submit: str,
+    ) -> TemplateResponse:
+        context = self._ops_context(request, None, title)
+        context.update(
+            form=form,
+            action=action,
+            submit=submit,
+            queryset=queryset,
+            action_checkbox_name=admin.helpers.ACTION_CHECKBOX_NAME,
+        )
+        return TemplateResponse(request, "admin/credentials/credential/action_form.html", context)
+
+    @admin.action(description="Edit groups (replace / add / remove) …", permissions=["change"])
+    def edit_groups(
+        self, request: HttpRequest, queryset: QuerySet[Credential]
+    ) -> HttpResponse | None:
+        form = GroupEditForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            mode, names = form.cleaned_data["mode"], form.cleaned_data["groups"]
+            objects = list(queryset)
+            count = services.credential_edit_groups(
+                credential_ids=[o.pk for o in objects], names=names, mode=mode
+            )
+            for obj in objects:
+                self.log_change(request, obj, f"Groups {mode}: {', '.join(names) or '—'} (admin)")
+            self.message_user(request, f"Edited the groups of {count} credential(s).")
+            return None
+        return self._intermediate(
+            request, queryset, form, action="edit_groups", title="Edit groups", submit="Apply"
+        )
+
+    @admin.action(description="Assign a proxy from the pool …", permissions=["change"])
+    def assign_proxy(
+        self, request: HttpRequest, queryset: QuerySet[Credential]
+    ) -> HttpResponse | None:
+        form = AssignProxyForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            url = form.chosen_url()
+            objects = list(queryset)
+            count = services.credential_set_proxy(credential_ids=[o.pk for o in objects], url=url)
+            shown = services.proxy_mask(url) or "none (global proxy)"
+            for obj in objects:
+                self.log_change(request, obj, f"Proxy set to {shown} (admin)")
+            self.message_user(request, f"Set the proxy of {count} credential(s) to {shown}.")
+            return None
+        return self._intermediate(
+            request, queryset, form, action="assign_proxy", title="Assign a proxy", submit="Assign"
+        )
+
+    @admin.action(description="Assign pool proxies round-robin", permissions=["change"])
+    def assign_proxy_round_robin(
+        self, request: HttpRequest, queryset: QuerySet[Credential]
+    ) -> None:
+        objects = {o.pk: o for o in queryset}
+        plan = services.credential_assign_round_robin(credential_ids=list(objects))
+        if not plan:
+            self.message_user(
+                request, "No enabled, healthy proxy in the pool to assign.", messages.WARNING
+            )
+            return
+        for pk, url in plan.items():
+            self.log_change(
+                request, objects[pk], f"Proxy set to {services.proxy_mask(url)} (admin)"
+            )
+        self.message_user(
+            request,
+            f"Spread {len(set(plan.values()))} proxies over {len(plan)} credential(s).",
+            messages.SUCCESS,
+        )
+
+
+def _num(value: Any) -> str:
+    """Format a credit amount compactly (2 decimals at most)."""
+    if not isinstance(value, int | float):
+        return "?"
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
+
 
 def _log_import(request: HttpRequest, plan: services.ImportPlan) -> None:
     """Record the import in Django's admin history, one entry per changed object."""
@@ -327,26 +741,87 @@ class CredentialGroupAdmin(admin.ModelAdmin):
 
 @admin.register(ClientKey)
 class ClientKeyAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
-    list_display = ["name", "masked", "group", "enabled", "is_system", "created_at", "last_used_at"]
+    list_display = [
+        "name", "masked", "group", "enabled", "is_system", "limits_summary", "usage_today",
+        "usage_month", "last_used_at",
+    ]  # fmt: skip
     list_filter = ["enabled", "is_system", "group"]
     search_fields = ["name", "description", "prefix"]
     list_select_related = ["group"]
-    fields = [
-        "name",
-        "description",
-        "group",
-        "enabled",
-        "masked",
-        "is_system",
-        "created_at",
-        "last_used_at",
-    ]
-    readonly_fields = ["masked", "is_system", "created_at", "last_used_at"]
+    fieldsets = [
+        (None, {"fields": [
+            "name", "description", "group", "enabled", "masked", "is_system", "created_at",
+        ]}),
+        ("Limits (empty: unlimited; days and months in the server's time zone)", {"fields": [
+            "rpm_limit", "daily_token_budget", "monthly_token_budget", "daily_credit_budget",
+            "monthly_credit_budget",
+        ]}),
+        ("Usage", {"fields": ["usage_today", "usage_month", "in_flight", "last_used_at"]}),
+    ]  # fmt: skip
+    readonly_fields = [
+        "masked", "is_system", "created_at", "last_used_at", "usage_today", "usage_month",
+        "in_flight",
+    ]  # fmt: skip
     actions = ["enable", "disable"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ClientKey]:
+        # One query for the page's day and month rows, not two per key.
+        windows = ClientKeyWindow.objects.exclude(kind=LimitWindowKind.REQUEST)
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(
+                models.Prefetch("limit_windows", queryset=windows, to_attr="usage_windows")
+            )
+        )
 
     @admin.display(description="key")
     def masked(self, obj: ClientKey) -> str:
         return f"{obj.prefix}…" if obj.prefix else "(assigned on save)"
+
+    @admin.display(description="limits")
+    def limits_summary(self, obj: ClientKey) -> str:
+        parts = [f"{obj.rpm_limit:,} rpm"] if obj.rpm_limit is not None else []
+        for value, unit, per in (
+            (obj.daily_token_budget, "tokens", "day"),
+            (obj.monthly_token_budget, "tokens", "month"),
+            (obj.daily_credit_budget, "credits", "day"),
+            (obj.monthly_credit_budget, "credits", "month"),
+        ):
+            if value is not None:
+                parts.append(f"{limits.format_amount(value, unit)} {unit}/{per}")
+        return ", ".join(parts) or "unlimited"
+
+    def _usage(self, obj: ClientKey, kind: str) -> str:
+        if obj.pk is None:
+            return "—"
+        prefetched = getattr(obj, "usage_windows", None)
+        usage = limits.usage_of(obj.limit_windows.all() if prefetched is None else prefetched)
+        window = usage.day if kind == LimitWindowKind.DAY else usage.month
+        token_budget, credit_budget = (
+            (obj.daily_token_budget, obj.daily_credit_budget)
+            if kind == LimitWindowKind.DAY
+            else (obj.monthly_token_budget, obj.monthly_credit_budget)
+        )
+        tokens = limits.format_amount(window.tokens, "tokens")
+        if token_budget is not None:
+            tokens += " / " + limits.format_amount(token_budget, "tokens")
+        credits = limits.format_amount(window.credits, "credits")
+        if credit_budget is not None:
+            credits += " / " + limits.format_amount(credit_budget, "credits")
+        return f"{window.requests:,} requests, {tokens} tokens, {credits} credits"
+
+    @admin.display(description="today")
+    def usage_today(self, obj: ClientKey) -> str:
+        return self._usage(obj, LimitWindowKind.DAY)
+
+    @admin.display(description="this month")
+    def usage_month(self, obj: ClientKey) -> str:
+        return self._usage(obj, LimitWindowKind.MONTH)
+
+    @admin.display(description="requests in flight")
+    def in_flight(self, obj: ClientKey) -> str:
+        return "—" if obj.pk is None else str(limits.limit_in_flight(key_id=obj.pk))
 
     def has_delete_permission(self, request: HttpRequest, obj: ClientKey | None = None) -> bool:
         if obj is not None and obj.is_system:
@@ -363,8 +838,9 @@ class ClientKeyAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
         created, plaintext = services.client_key_create(
             name=obj.name, description=obj.description, group=obj.group
         )
-        if not obj.enabled:
-            ClientKey.objects.filter(pk=created.pk).update(enabled=False)
+        ClientKey.objects.filter(pk=created.pk).update(
+            enabled=obj.enabled, **{name: getattr(obj, name) for name in limits.LIMIT_FIELDS}
+        )
         obj.pk, obj.prefix, obj.key_hash = created.pk, created.prefix, created.key_hash
         obj._state.adding = False
         request._new_client_key = plaintext  # type: ignore[attr-defined]
@@ -461,6 +937,7 @@ class GatewaySettingsAdmin(admin.ModelAdmin):
         ]}),
         ("Retention", {"fields": [
             "trace_enabled", "trace_retention_days", "usage_log_retention_days",
+            "usage_record_retention_days",
         ]}),
         ("kiro-rs interchange (kept for config.json export)", {"classes": ["collapse"], "fields": [
             "host", "port", "admin_api_key", "github_token", "endpoints",
@@ -486,3 +963,149 @@ class GatewaySettingsAdmin(admin.ModelAdmin):
     @method_decorator(sensitive_post_parameters())
     def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         return super().changeform_view(request, *args, **kwargs)
+
+
+@admin.register(ProxyEntry)
+class ProxyEntryAdmin(admin.ModelAdmin):
+    """The proxy pool (spec kiro-ops §7). Passwords in URLs are masked on every page."""
+
+    form = ProxyEntryForm
+    change_list_template = "admin/credentials/proxyentry/change_list.html"
+    list_display = [
+        "masked_url", "label", "enabled", "health", "latency", "last_checked_at",
+        "consecutive_failures", "auto_disabled", "credential_count",
+    ]  # fmt: skip
+    list_display_links = ["masked_url"]
+    list_filter = ["enabled", "health", "auto_disabled"]
+    search_fields = ["label"]  # not the URL: a search must not probe passwords
+    actions = ["check_health", "enable_selected", "disable_selected"]
+    _state_fields = [
+        "health", "latency_ms", "last_checked_at", "consecutive_failures", "auto_disabled",
+        "credential_count", "created_at",
+    ]  # fmt: skip
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        if lookup.startswith("url"):
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ProxyEntry]:
+        users = (
+            Credential.objects.filter(proxy_url=models.OuterRef("url"))
+            .order_by()
+            .values("proxy_url")
+            .annotate(n=Count("pk"))
+            .values("n")
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(n_credentials=models.functions.Coalesce(models.Subquery(users), 0))
+        )
+
+    def get_fields(self, request: HttpRequest, obj: ProxyEntry | None = None) -> list[str]:
+        if obj is None:
+            return ["url", "label", "enabled"]
+        # The URL is not editable: its stored form holds the password (delete and re-add).
+        return ["masked_url", "label", "enabled", *self._state_fields]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ProxyEntry | None = None) -> list:
+        return [] if obj is None else ["masked_url", *self._state_fields]
+
+    @admin.display(description="URL", ordering="url")
+    def masked_url(self, obj: ProxyEntry) -> str:
+        return services.proxy_mask(obj.url)
+
+    @admin.display(description="latency", ordering="latency_ms")
+    def latency(self, obj: ProxyEntry) -> str:
+        return f"{obj.latency_ms} ms" if obj.latency_ms is not None else "—"
+
+    @admin.display(description="credentials using it", ordering="n_credentials")
+    def credential_count(self, obj: ProxyEntry) -> int:
+        count = getattr(obj, "n_credentials", None)
+        return count if count is not None else Credential.objects.filter(proxy_url=obj.url).count()
+
+    def save_model(
+        self, request: HttpRequest, obj: ProxyEntry, form: ProxyEntryForm, change: bool
+    ) -> None:
+        was_enabled = ProxyEntry.objects.filter(pk=obj.pk, enabled=True).exists()
+        super().save_model(request, obj, form, change)
+        if change and obj.enabled and not was_enabled:
+            services.proxy_set_enabled(proxy_ids=[obj.pk], enabled=True)  # clears auto flag
+
+    @admin.action(description="Check health now", permissions=["change"])
+    def check_health(self, request: HttpRequest, queryset: QuerySet[ProxyEntry]) -> None:
+        entries = {e.pk: e for e in queryset}
+        checks = operations.run_sync(operations.check_proxies, proxy_ids=list(entries))
+        for check in checks:
+            entry = entries[check.proxy_id]
+            verdict = "healthy" if check.healthy else "unhealthy"
+            self.log_change(request, entry, f"Health check: {verdict} (admin)")
+            self.message_user(
+                request,
+                f"{services.proxy_mask(entry.url)}: {verdict}, {check.detail}"
+                + (" — disabled after 3 failures" if check.disabled else ""),
+                messages.SUCCESS if check.healthy else messages.WARNING,
+            )
+
+    @admin.action(description="Enable (clears failures)", permissions=["change"])
+    def enable_selected(self, request: HttpRequest, queryset: QuerySet[ProxyEntry]) -> None:
+        self._set_enabled(request, queryset, True)
+
+    @admin.action(description="Disable", permissions=["change"])
+    def disable_selected(self, request: HttpRequest, queryset: QuerySet[ProxyEntry]) -> None:
+        self._set_enabled(request, queryset, False)
+
+    def _set_enabled(
+        self, request: HttpRequest, queryset: QuerySet[ProxyEntry], enabled: bool
+    ) -> None:
+        entries = list(queryset)
+        count = services.proxy_set_enabled(proxy_ids=[e.pk for e in entries], enabled=enabled)
+        for entry in entries:
+            self.log_change(request, entry, f"{'Enabled' if enabled else 'Disabled'} (admin)")
+        self.message_user(request, f"{'Enabled' if enabled else 'Disabled'} {count} proxies.")
+
+    def get_urls(self) -> list:
+        return [
+            path(
+                "bulk-add/",
+                self.admin_site.admin_view(self.bulk_add_view),
+                name="credentials_proxyentry_bulk_add",
+            ),
+            *super().get_urls(),
+        ]
+
+    def bulk_add_view(self, request: HttpRequest) -> HttpResponse:
+        """Add many proxies at once, one per line, with a per-line report."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = ProxyBulkAddForm(request.POST or None)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Add proxies in bulk",
+        }
+        if request.method == "POST" and form.is_valid():
+            report = services.proxy_bulk_add(text=form.cleaned_data["urls"])
+            added = [line for line in report if line.added]
+            for entry in ProxyEntry.objects.filter(pk__in=[line.proxy_id for line in added]):
+                self.log_addition(request, entry, "Added in bulk (admin)")
+            context["report"] = report
+            context["added"] = len(added)
+            form = ProxyBulkAddForm()  # never echo the submitted URLs (passwords) back
+        context["form"] = form
+        return TemplateResponse(request, "admin/credentials/proxyentry/bulk_add.html", context)
+
+
+@admin.register(JobLock)
+class JobLockAdmin(admin.ModelAdmin):
+    """Background job leases (read-only): who ran what, when, and with what result."""
+
+    list_display = ["name", "holder", "expires_at", "last_run_at", "last_result"]
+    readonly_fields = ["name", "holder", "expires_at", "last_run_at", "last_result"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -10,7 +10,8 @@ from django.db import models
 from django.utils.html import format_html
 
 from credentials import kiro_files
-from credentials.models import AuthMethod, Credential, GatewaySettings, sha256_hex
+from credentials.models import AuthMethod, Credential, GatewaySettings, ProxyEntry, sha256_hex
+from credentials.services import proxy_mask, proxy_url_problem
 
 
 def https_urls(field: models.Field, **kwargs: Any) -> forms.Field | None:
@@ -186,3 +187,122 @@ class KiroImportForm(forms.Form):
                 self.add_error(name, f"{upload.name} is not UTF-8 text.")
             data[f"{name}_name"] = upload.name
         return data
+
+
+# --- operator console (spec kiro-ops §7, §10 #122–#153) ----------------------------------------
+
+
+class MaskedUrlInput(forms.TextInput):
+    """A text input that never echoes a proxy password back into the page."""
+
+    def format_value(self, value: Any) -> str | None:
+        formatted = super().format_value(value)
+        return proxy_mask(formatted) if formatted else formatted
+
+
+class ProxyEntryForm(forms.ModelForm):
+    """Add or edit a pool proxy; the URL is validated as kiro-rs does (spec kiro-ops §7)."""
+
+    class Meta:
+        model = ProxyEntry
+        fields = ["url", "label", "enabled"]
+        widgets = {"url": MaskedUrlInput(attrs={"size": 60})}
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"].strip()
+        problem = proxy_url_problem(url)
+        if problem:
+            raise ValidationError(f"Invalid proxy URL: {problem}.")
+        return url
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        url = data.get("url") or self.instance.url
+        if not (data.get("label") or "").strip() and url:
+            # The label names the entry in history and messages: never the password.
+            data["label"] = proxy_mask(url)
+        return data
+
+
+class ProxyBulkAddForm(forms.Form):
+    urls = forms.CharField(
+        label="Proxy URLs",
+        widget=forms.Textarea(attrs={"rows": 12, "cols": 80, "autocomplete": "off"}),
+        help_text="One per line: scheme://[user:pass@]host:port with http, https, socks5 or "
+        "socks4. Empty lines and lines starting with # are skipped.",
+    )
+
+
+class GroupEditForm(forms.Form):
+    mode = forms.ChoiceField(
+        choices=[
+            ("replace", "Replace the groups with these"),
+            ("append", "Add these groups"),
+            ("remove", "Remove these groups"),
+        ],
+        widget=forms.RadioSelect,
+        initial="append",
+    )
+    groups = forms.CharField(
+        required=False,
+        help_text="Group names separated by commas; new names create groups. "
+        "Replace with nothing clears the groups.",
+    )
+
+    def clean_groups(self) -> list[str]:
+        names = [n.strip() for n in self.cleaned_data["groups"].split(",") if n.strip()]
+        too_long = [n for n in names if len(n) > 64]
+        if too_long:
+            raise ValidationError("Group names are at most 64 characters.")
+        return names
+
+
+class AssignProxyForm(forms.Form):
+    proxy = forms.ModelChoiceField(
+        queryset=ProxyEntry.objects.none(),
+        required=False,
+        empty_label="(no proxy: use the global one)",
+        help_text="The URL is copied onto the credentials; later pool edits do not follow.",
+    )
+    direct = forms.BooleanField(
+        required=False, label="Connect directly ('direct'), bypassing the global proxy"
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["proxy"]
+        field.queryset = ProxyEntry.objects.order_by("pk")  # type: ignore[attr-defined]
+        field.label_from_instance = lambda entry: (  # type: ignore[attr-defined]
+            f"{entry.label} — {proxy_mask(entry.url)} ({entry.health})"
+            if entry.label != proxy_mask(entry.url)
+            else f"{proxy_mask(entry.url)} ({entry.health})"
+        )
+
+    def chosen_url(self) -> str:
+        if self.cleaned_data.get("direct"):
+            return "direct"
+        entry = self.cleaned_data.get("proxy")
+        return entry.url if entry else ""
+
+
+class ModelTestForm(forms.Form):
+    model = forms.ChoiceField(choices=())
+
+    def __init__(self, *args: Any, models: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["model"].choices = [(m, m) for m in models]
+
+
+class CredentialConsoleForm(CredentialForm):
+    """The credential form with a proxy URL whose password is never echoed (spec §7 pool)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "proxy_url" in self.fields:
+            self.fields["proxy_url"].widget = MaskedUrlInput(attrs={"size": 60})
+
+    def clean_proxy_url(self) -> str:
+        value = (self.cleaned_data.get("proxy_url") or "").strip()
+        stored = self.instance.proxy_url if self.instance.pk else ""
+        # The page shows the masked form; sending it back unchanged keeps the stored URL.
+        return stored if stored and value == proxy_mask(stored) else value

@@ -179,6 +179,26 @@ class ClientKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
 
+    # Limits (credentials/limits.py); empty means unlimited. Days and months follow TIME_ZONE.
+    rpm_limit = models.PositiveIntegerField(
+        "requests per minute", null=True, blank=True, help_text="Over any sliding 60 seconds."
+    )
+    daily_token_budget = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Input + output + cache tokens per day."
+    )
+    monthly_token_budget = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Input + output + cache tokens per calendar month."
+    )
+    daily_credit_budget = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0)], help_text="Kiro credits per day."
+    )
+    monthly_credit_budget = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Kiro credits per calendar month.",
+    )
+
     class Meta:
         ordering = ["-is_system", "name"]
         constraints = [
@@ -290,6 +310,11 @@ class GatewaySettings(models.Model):
     usage_log_retention_days = models.PositiveIntegerField(
         default=31, validators=[MinValueValidator(1), MaxValueValidator(365)]
     )
+    usage_record_retention_days = models.PositiveIntegerField(
+        default=400,
+        help_text="Usage records (the SQL history) older than this are deleted; 0 keeps all. "
+        "Attempt chains follow trace retention, JSONL files usage-log retention.",
+    )
     endpoints = models.JSONField(default=dict, blank=True)
     custom_models = models.JSONField(default=list, blank=True)
 
@@ -353,7 +378,19 @@ class ProxyEntry(models.Model):
         verbose_name_plural = "proxy pool"
 
     def __str__(self) -> str:
-        return self.label or self.url
+        return self.label or mask_proxy_url(self.url)
+
+
+def mask_proxy_url(url: str) -> str:
+    """Hide the password of a proxy URL for display: scheme://user:****@host:port."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user}{':****' if colon else ''}@{host}"
 
 
 class JobLock(models.Model):
@@ -367,3 +404,43 @@ class JobLock(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class LimitWindowKind(models.TextChoices):
+    REQUEST = "request", "Admitted request"
+    DAY = "day", "Day"
+    MONTH = "month", "Month"
+
+
+class ClientKeyWindow(models.Model):
+    """Usage of a client key in its current day or month, or one admitted request.
+
+    Day and month rows (one each per key) are rolled over in place. A request row is written
+    when a request is admitted: it reserves the request's estimate until it is settled (or its
+    lease runs out) and, for 60 seconds, counts toward the key's requests per minute.
+    """
+
+    client_key = models.ForeignKey(
+        ClientKey, on_delete=models.CASCADE, related_name="limit_windows"
+    )
+    kind = models.CharField(max_length=8, choices=LimitWindowKind.choices)
+    start = models.DateTimeField(help_text="Window start, or when the request was admitted.")
+    requests = models.PositiveIntegerField(default=0)
+    tokens = models.PositiveBigIntegerField(default=0, help_text="Request rows: the estimate.")
+    credits = models.FloatField(default=0.0, help_text="Request rows: the estimate.")
+    peak_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    peak_credits = models.FloatField(null=True, blank=True)
+    settled = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["client_key", "kind", "start"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client_key", "kind"],
+                condition=~models.Q(kind="request"),
+                name="one_usage_window_per_kind",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_key_id} {self.kind} {self.start:%Y-%m-%d %H:%M}"

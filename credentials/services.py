@@ -21,6 +21,10 @@ from credentials.models import (
     CredentialGroup,
     DisabledReason,
     GatewaySettings,
+    JobLock,
+    ProxyEntry,
+    ProxyHealth,
+    mask_proxy_url,
     sha256_hex,
 )
 
@@ -502,4 +506,249 @@ def credential_set_models(*, credential_id: int, models: list[str]) -> None:
     """Store a credential's upstream model list (ListAvailableModels, spec kiro-ops §3.10)."""
     Credential.objects.filter(pk=credential_id).update(
         available_models=models, models_checked_at=timezone.now()
+    )
+
+
+# --- operator console: balance, overage, bulk edits (spec kiro-ops §8.1, §10 #122–#135) ------
+
+BALANCE_TTL = timedelta(minutes=5)
+
+
+def credential_store_balance(*, credential_id: int, balance: dict[str, Any]) -> None:
+    """Cache a getUsageLimits balance; update the title, backfill an empty email (§8.1)."""
+    credential = Credential.objects.filter(pk=credential_id).first()
+    if credential is None:
+        return
+    credential.balance = balance
+    credential.balance_checked_at = timezone.now()
+    fields = ["balance", "balance_checked_at", "updated_at"]
+    title = balance.get("subscription_title") or ""
+    if title and title != credential.subscription_title:
+        credential.subscription_title = title  # drives the Opus/FREE rule (spec §3.1)
+        fields.append("subscription_title")
+    email = balance.get("email") or ""
+    if email and not credential.email:
+        credential.email = email
+        fields.append("email")
+    capability = balance.get("overage_capability_raw") or ""
+    if capability:
+        credential.overage_capability = capability[:32]
+        fields.append("overage_capability")
+    status = balance.get("overage_status") or ""
+    if status:
+        credential.overage_status = status[:16]
+        fields.append("overage_status")
+    credential.save(update_fields=fields)
+
+
+def credential_set_overage_status(*, credential_id: int, status: str) -> None:
+    """Record a changed overage status and drop the cached balance (spec §8.1)."""
+    Credential.objects.filter(pk=credential_id).update(
+        overage_status=status, balance_checked_at=None, updated_at=timezone.now()
+    )
+
+
+def credential_delete(*, credential_ids: Iterable[int]) -> int:
+    """Delete credentials (any state may be deleted, spec kiro-ops #114 [F])."""
+    ids = list(credential_ids)
+    count = Credential.objects.filter(pk__in=ids).count()
+    Credential.objects.filter(pk__in=ids).delete()
+    return count
+
+
+def credential_delete_disabled() -> list[int]:
+    """Delete every disabled credential ("clear disabled", spec kiro-ops #124); return ids."""
+    ids = list(Credential.objects.filter(enabled=False).values_list("pk", flat=True))
+    Credential.objects.filter(pk__in=ids).delete()
+    return ids
+
+
+def _balance_exhausted(balance: Any) -> bool:
+    if not isinstance(balance, dict):
+        return False
+    remaining = balance.get("remaining")
+    percentage = balance.get("usage_percentage")
+    return (isinstance(remaining, int | float) and remaining <= 0) or (
+        isinstance(percentage, int | float) and percentage >= 100
+    )
+
+
+def credential_disable_exhausted(*, credential_ids: Iterable[int] | None = None) -> list[int]:
+    """Disable enabled credentials whose cached balance is used up (spec kiro-ops #125)."""
+    queryset = Credential.objects.filter(enabled=True, balance__isnull=False)
+    if credential_ids is not None:
+        queryset = queryset.filter(pk__in=list(credential_ids))
+    rows = queryset.values_list("pk", "balance")
+    ids = [pk for pk, balance in rows if _balance_exhausted(balance)]
+    Credential.objects.filter(pk__in=ids).update(
+        enabled=False, disabled_reason=DisabledReason.QUOTA_EXCEEDED, updated_at=timezone.now()
+    )
+    return ids
+
+
+@transaction.atomic
+def credential_edit_groups(
+    *, credential_ids: Iterable[int], names: Iterable[str], mode: str
+) -> int:
+    """Replace, append or remove groups on credentials (spec kiro-ops #127)."""
+    if mode not in ("replace", "append", "remove"):
+        raise ValueError(f"unknown mode {mode!r}")
+    wanted = [n.strip() for n in names if n.strip()]
+    credentials = list(Credential.objects.filter(pk__in=list(credential_ids)))
+    if mode == "remove":
+        groups = list(CredentialGroup.objects.filter(name__in=wanted))
+    else:
+        groups = list(groups_ensure(names=wanted).values())
+    for credential in credentials:
+        if mode == "replace":
+            credential.groups.set(groups)
+        elif mode == "append":
+            credential.groups.add(*groups)
+        else:
+            credential.groups.remove(*groups)
+    Credential.objects.filter(pk__in=[c.pk for c in credentials]).update(updated_at=timezone.now())
+    return len(credentials)
+
+
+def credential_set_proxy(*, credential_ids: Iterable[int], url: str) -> int:
+    """Copy a proxy URL onto credentials; no live link to the pool (spec kiro-ops §7)."""
+    return Credential.objects.filter(pk__in=list(credential_ids)).update(
+        proxy_url=url, proxy_username="", proxy_password="", updated_at=timezone.now()
+    )
+
+
+def credential_assign_round_robin(*, credential_ids: Iterable[int]) -> dict[int, str]:
+    """Spread the assignable pool URLs over credentials: credential i gets URL i mod n (§7)."""
+    urls = proxy_assignable_urls()
+    ids = sorted(credential_ids)
+    if not urls:
+        return {}
+    plan = {pk: urls[i % len(urls)] for i, pk in enumerate(ids)}
+    with transaction.atomic():
+        for url in set(plan.values()):
+            credential_set_proxy(
+                credential_ids=[pk for pk, chosen in plan.items() if chosen == url], url=url
+            )
+    return plan
+
+
+# --- proxy pool (spec kiro-ops §7) ------------------------------------------------------------
+
+PROXY_SCHEMES = ("http", "https", "socks5", "socks4")
+PROXY_FAILURES_BEFORE_DISABLE = 3
+
+
+proxy_mask = mask_proxy_url  # one implementation, shared with ProxyEntry.__str__
+
+
+def proxy_url_problem(url: str) -> str | None:
+    """Say what is wrong with a proxy URL, or None (scheme and host:port required, §7)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in PROXY_SCHEMES:
+        return "the scheme must be http, https, socks5 or socks4"
+    hostport = rest.rpartition("@")[2].split("/", 1)[0]
+    host, colon, port = hostport.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return "host:port is required"
+    return None
+
+
+def proxy_add(*, url: str, label: str = "") -> ProxyEntry:
+    """Add one proxy to the pool; raise ValueError when invalid or a duplicate."""
+    url = url.strip()
+    problem = proxy_url_problem(url)
+    if problem:
+        raise ValueError(problem)
+    if ProxyEntry.objects.filter(url=url).exists():
+        raise ValueError("already in the pool")
+    # The label doubles as the entry's name in history and messages: never the password.
+    return ProxyEntry.objects.create(url=url, label=label.strip() or proxy_mask(url))
+
+
+@dataclass(slots=True)
+class ProxyLine:
+    line: int
+    url: str  # masked
+    added: bool
+    problem: str = ""
+    proxy_id: int | None = None
+
+
+def proxy_bulk_add(*, text: str) -> list[ProxyLine]:
+    """Add one proxy per non-empty line; report each line (added, invalid, duplicate)."""
+    report: list[ProxyLine] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        url = raw.strip()
+        if not url or url.startswith("#"):
+            continue
+        try:
+            entry = proxy_add(url=url)
+        except ValueError as exc:
+            report.append(ProxyLine(number, proxy_mask(url), False, str(exc)))
+        else:
+            report.append(ProxyLine(number, proxy_mask(url), True, proxy_id=entry.pk))
+    return report
+
+
+def proxy_record_check(*, proxy_id: int, healthy: bool, latency_ms: int | None) -> bool:
+    """Store one health check; the third failure in a row disables the entry. Disabled?"""
+    now = timezone.now()
+    rows = ProxyEntry.objects.filter(pk=proxy_id)
+    if healthy:
+        rows.update(
+            health=ProxyHealth.HEALTHY,
+            latency_ms=latency_ms,
+            last_checked_at=now,
+            consecutive_failures=0,
+        )
+        return False
+    rows.update(
+        health=ProxyHealth.UNHEALTHY,
+        latency_ms=None,
+        last_checked_at=now,
+        consecutive_failures=F("consecutive_failures") + 1,
+    )
+    return bool(
+        rows.filter(enabled=True, consecutive_failures__gte=PROXY_FAILURES_BEFORE_DISABLE).update(
+            enabled=False, auto_disabled=True
+        )
+    )
+
+
+def proxy_set_enabled(*, proxy_ids: Iterable[int], enabled: bool) -> int:
+    """Enable or disable pool entries; enabling clears the failure counter and auto flag."""
+    rows = ProxyEntry.objects.filter(pk__in=list(proxy_ids))
+    if enabled:
+        return rows.update(enabled=True, consecutive_failures=0, auto_disabled=False)
+    return rows.update(enabled=False)
+
+
+def proxy_assignable_urls() -> list[str]:
+    """Return the URLs round-robin may hand out: enabled and not unhealthy, in pool order."""
+    return list(
+        ProxyEntry.objects.filter(enabled=True)
+        .exclude(health=ProxyHealth.UNHEALTHY)
+        .order_by("pk")
+        .values_list("url", flat=True)
+    )
+
+
+# --- background job leases ---------------------------------------------------------------------
+
+
+def job_claim(*, name: str, holder: str, ttl_seconds: float) -> bool:
+    """Claim a job's lease with a conditional UPDATE; True for exactly one claimer."""
+    JobLock.objects.get_or_create(name=name)
+    now = timezone.now()
+    return bool(
+        JobLock.objects.filter(name=name)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__lt=now))
+        .update(holder=holder, expires_at=now + timedelta(seconds=ttl_seconds))
+    )
+
+
+def job_finish(*, name: str, holder: str, result: str) -> None:
+    """Record a job's run; the lease stays until it expires, which spaces the runs."""
+    JobLock.objects.filter(name=name, holder=holder).update(
+        last_run_at=timezone.now(), last_result=result[:2000]
     )

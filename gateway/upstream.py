@@ -55,7 +55,7 @@ def effective_proxy(access: CredentialAccess | None, config: GatewayConfig) -> P
 
 
 @functools.lru_cache(maxsize=2)
-def _ssl_context(tls_backend: str) -> ssl.SSLContext:
+def ssl_context(tls_backend: str) -> ssl.SSLContext:
     """rustls -> the certifi bundle; native-tls -> the OS trust store (truststore)."""
     if tls_backend == "native-tls":
         import truststore
@@ -91,7 +91,7 @@ def _build_client(proxy: Proxy | None, tls_backend: str) -> httpx.AsyncClient:
     """One client on the lean httptools transport (PERF-NOTES: 4-5x less CPU per event)."""
     auth = (proxy.username, proxy.password) if proxy and proxy.username and proxy.password else None
     return build_client(
-        verify=_ssl_context(tls_backend),
+        verify=ssl_context(tls_backend),
         timeout=CHAT_TIMEOUT,
         proxy=proxy.url if proxy else None,
         proxy_auth=auth,
@@ -273,6 +273,24 @@ async def get_rest(
         response = await client.get(
             url, headers=_rest_headers(access, token, config, url), timeout=REST_TIMEOUT
         )
+        if response.status_code != 403:
+            return response
+    assert response is not None
+    return response
+
+
+async def post_rest(
+    access: CredentialAccess, token: str, config: GatewayConfig, path: str, body: bytes
+) -> httpx.Response:
+    """POST a JSON REST call (setUserPreference) with the 403 region fallback (§1.6)."""
+    primary = rest_region(access.auth_region)
+    client = client_for(effective_proxy(access, config), config.tls_backend)
+    response = None
+    for region in (primary, "us-east-1" if primary != "us-east-1" else "eu-central-1"):
+        url = api_base(region) + path
+        headers = _rest_headers(access, token, config, url)
+        headers["content-type"] = "application/json"
+        response = await client.post(url, headers=headers, content=body, timeout=REST_TIMEOUT)
         if response.status_code != 403:
             return response
     assert response is not None

@@ -8,7 +8,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from credentials import services as credential_services
+from credentials.limits import Reservation
 from credentials.models import ClientKey
+from usage import jsonl, live, metrics
 from usage.models import UpstreamAttempt, UsageRecord, UsageStatus
 
 SNIPPET_BYTES = 2048  # spec kiro-ops §5.4: error snippets trimmed to 2 KB
@@ -47,6 +49,7 @@ class UsageDraft:
     first_token_ms: int | None = None
     normalizer_rules: list[str] = field(default_factory=list)
     attempts: list[AttemptDraft] = field(default_factory=list)
+    reservation: Reservation | None = None  # the key's limits; settled in dispatch.write_usage
 
 
 def trim_snippet(text: str) -> str:
@@ -104,4 +107,14 @@ def usage_record_write(*, draft: UsageDraft) -> int:
         )
     if draft.client_key_id is not None:
         ClientKey.objects.filter(pk=draft.client_key_id).update(last_used_at=timezone.now())
+    attempts = list(draft.attempts)
+    # After commit only: a rolled-back write must leave no log line, count or live row.
+    transaction.on_commit(lambda: _after_write(record, attempts))
     return record.pk
+
+
+def _after_write(record: UsageRecord, attempts: list[AttemptDraft]) -> None:
+    """Append the JSONL line, count the metrics, publish to the live feed (none raise)."""
+    jsonl.append_record(record)
+    metrics.observe_record(record, attempts)
+    live.publish_record(record)

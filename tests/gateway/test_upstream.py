@@ -175,7 +175,7 @@ def test_the_global_proxy_applies_at_once_and_direct_bypasses_it(gateway):
 
 
 def test_tls_backends_pick_their_trust_stores():
-    assert isinstance(upstream._ssl_context("native-tls"), truststore.SSLContext)
-    rustls = upstream._ssl_context("rustls")
+    assert isinstance(upstream.ssl_context("native-tls"), truststore.SSLContext)
+    rustls = upstream.ssl_context("rustls")
     assert isinstance(rustls, ssl.SSLContext) and not isinstance(rustls, truststore.SSLContext)
     assert rustls.verify_mode == ssl.CERT_REQUIRED
