@@ -70,8 +70,7 @@ INSTALLED_APPS = [
     "gateway",
 ]
 
-# Kept short on purpose: PERF-NOTES measured ~3 ms of CPU per request for the default stack.
-# All of these are async-capable, so no thread hop is added to the gateway routes.
+# The admin stack. The client API (/v1, /cc/v1) runs without middleware: see asgi.py.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
