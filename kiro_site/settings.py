@@ -191,7 +191,9 @@ KIRO_SOCIAL_AUTH_BASE_URL = env.str(
 KIRO_IDC_AUTH_BASE_URL = env.str(
     "KIRO_IDC_AUTH_BASE_URL", default="https://oidc.{region}.amazonaws.com"
 )
-KIRO_PROXY_PROBE_URL = env.str("KIRO_PROXY_PROBE_URL", "https://www.gstatic.com/generate_204")
+KIRO_PROXY_PROBE_URL = env.str(
+    "KIRO_PROXY_PROBE_URL", default="https://www.gstatic.com/generate_204"
+)
 KIRO_METRICS_TOKEN = env.str("KIRO_METRICS_TOKEN", default="")
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
