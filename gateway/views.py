@@ -30,6 +30,7 @@ from gateway.protocol.tokens import count_all_tokens
 from gateway.protocol.tools import restore_tool_call
 from gateway.protocol.translate import TranslateOptions, new_message_id
 from gateway.responses import SSE_HEADERS, error_response
+from usage.models import UsageStatus
 from usage.services import UsageDraft
 
 
@@ -334,6 +335,12 @@ async def _serve_body(
     except dispatch.DispatchError as exc:
         draft.error_message = exc.error.message
         return await _reject(draft, started, exc.error, exc.error_type)
+    except asyncio.CancelledError:
+        # The client left during the attempts (e.g. a backoff): still exactly one record.
+        draft.status, draft.error_type = UsageStatus.INTERRUPTED, "client_disconnected"
+        draft.latency_ms = int((time.monotonic() - started) * 1000)
+        await dispatch.write_usage(draft)
+        raise
     draft.http_status = 200
     if draft.stream:
         response = StreamingHttpResponse(

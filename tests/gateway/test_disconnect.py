@@ -40,3 +40,28 @@ def test_a_client_disconnect_is_recorded_as_interrupted(gateway):
     assert record.error_type == "client_disconnected"
     assert record.latency_ms < 3000  # the 4 s upstream stream was cut short
     assert [a.outcome for a in record.attempts.all()] == ["success"]
+
+
+def test_a_client_leaving_before_the_upstream_answers_still_leaves_one_record(gateway):
+    _, account = gateway.add_credential()
+    gateway.fake.script(Script.text("late").delayed(3), account=account.id)
+    body = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 64,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hello?"}],
+    }
+
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            gateway.base_url + "/v1/messages",
+            json=body,
+            timeout=1,
+            headers={"x-api-key": gateway.key},
+        )
+
+    deadline = time.monotonic() + 10
+    while not UsageRecord.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    record = UsageRecord.objects.get()
+    assert (record.status, record.error_type) == ("interrupted", "client_disconnected")
