@@ -72,6 +72,9 @@ async def single_search(
         outcome = await _search(key, config, draft, query)
         if outcome.failed:
             raise outcome.failure()
+    except asyncio.CancelledError:
+        await _interrupted(draft, started)
+        raise
     except dispatch.DispatchError as exc:
         return await _refuse(draft, started, exc.error, exc.error_type)
     except UpstreamFailure as failure:
@@ -99,6 +102,13 @@ async def _refuse(
         draft, status=error.status, started=started, error_type=error_type, message=error.message
     )
     return error_response(error)
+
+
+async def _interrupted(draft: UsageDraft, started: float) -> None:
+    """Record a request whose client left mid-way (exactly one record, shielded)."""
+    draft.status, draft.error_type = UsageStatus.INTERRUPTED, "client_disconnected"
+    draft.latency_ms = int((time.monotonic() - started) * 1000)
+    await dispatch.write_usage(draft)
 
 
 async def _read_round(connected: dispatch.Connected) -> tuple[list[KiroEvent], bool]:
@@ -157,6 +167,10 @@ async def search_loop(
         try:
             await _run_loop(loop, key, config, draft)
             message = loop.finish_message()
+        except asyncio.CancelledError:
+            _record(draft, loop.result)
+            await _interrupted(draft, started)
+            raise
         except dispatch.DispatchError as exc:
             _record(draft, loop.result)
             return await _refuse(draft, started, exc.error, exc.error_type)

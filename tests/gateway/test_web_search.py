@@ -107,3 +107,23 @@ def test_mixed_tools_run_the_search_loop(gateway):
     record = UsageRecord.objects.get()
     assert record.status == "success"
     assert [a.outcome for a in record.attempts.all()] == ["success"] * 3
+
+
+def test_a_client_leaving_during_the_search_leaves_one_record(gateway):
+    import time
+
+    _, account = gateway.add_credential()
+    gateway.fake.script(Script.mcp_results(RESULTS).delayed(3), route="mcp", account=account.id)
+
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            gateway.base_url + "/v1/messages",
+            json=search_body(),
+            timeout=1,
+            headers={"x-api-key": gateway.key},
+        )
+
+    deadline = time.monotonic() + 10
+    while not UsageRecord.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert UsageRecord.objects.get().status == "interrupted"
