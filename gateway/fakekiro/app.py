@@ -267,10 +267,12 @@ class FakeKiroApp:
                     "totalResults": len(scripted["__mcp_results__"]),
                     "query": scripted.get("query") or query,
                 }
-                script = Script.json(catalog.mcp_result(request_id, inner))
+                answer = Script.json(catalog.mcp_result(request_id, inner))
+                script = replace(answer, first_byte_delay=script.first_byte_delay)
             elif isinstance(scripted, dict) and "__mcp_error__" in scripted:
                 err = scripted["__mcp_error__"]
-                script = Script.json(catalog.mcp_error(request_id, err["code"], err["message"]))
+                answer = Script.json(catalog.mcp_error(request_id, err["code"], err["message"]))
+                script = replace(answer, first_byte_delay=script.first_byte_delay)
         if script is None:
             script = Script.json(catalog.mcp_result(request_id, catalog.search_results(query)))
         return self._serve(script, entry)
