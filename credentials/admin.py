@@ -24,7 +24,7 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
-from credentials import crypto, limits, services
+from credentials import batch_import, crypto, limits, services
 from credentials.forms import (
     AssignProxyForm,
     CredentialConsoleForm,
@@ -60,6 +60,7 @@ _SECRET_LOOKUPS = (
     "github_token",
 )
 _IMPORT_SESSION_KEY = "kiro_import_pending"
+BATCH_IMPORT_TEMPLATE = "admin/credentials/credential/batch_import.html"
 
 
 # Django 6 assumes https for scheme-less URLs; say so now so 5.2 and 6 behave alike.
@@ -226,6 +227,11 @@ class CredentialAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("import-kiro/", wrap(self.import_view), name="credentials_kiro_import"),
+            path(
+                "batch-import/",
+                wrap(self.batch_import_view),
+                name="credentials_credential_batch_import",
+            ),
             *self._ops_urls(),
             path(
                 "export-kiro/<str:which>.json",
@@ -307,6 +313,45 @@ class CredentialAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
             messages.SUCCESS,
         )
         return HttpResponseRedirect(reverse("admin:credentials_credential_changelist"))
+
+    @method_decorator(sensitive_post_parameters())
+    def batch_import_view(self, request: HttpRequest) -> HttpResponse:
+        """Import pasted/uploaded credential arrays or KAM exports; report each item (#118-#123)."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        context = self._ops_context(request, None, "Batch import accounts")
+        if request.method != "POST":
+            return TemplateResponse(request, BATCH_IMPORT_TEMPLATE, context)
+        pasted = request.POST.get("text", "")
+        texts = [("pasted JSON", pasted)] if pasted.strip() else []
+        for upload in request.FILES.getlist("files"):
+            texts.append((upload.name or "upload", upload.read().decode("utf-8-sig", "replace")))
+        if not texts:
+            context["error"] = "Paste JSON or choose at least one file."
+            return TemplateResponse(request, BATCH_IMPORT_TEMPLATE, context)
+        outcomes = services.credential_batch_import(
+            items=batch_import.parse_batch(texts),
+            include_errored=bool(request.POST.get("include_errored")),
+        )
+        created = [o.credential_id for o in outcomes if o.credential_id]
+        if created:
+            LogEntry.objects.log_actions(
+                user_id=request.user.pk,
+                queryset=Credential.objects.filter(pk__in=created),
+                action_flag=ADDITION,
+                change_message="Batch imported (admin)",
+            )
+        if created and request.POST.get("verify"):
+            checks = operations.run_sync(operations.verify, credential_ids=created)
+            failed = [c.credential_id for c in checks if not c.ok]
+            if failed:
+                self.log_deletions(request, Credential.objects.filter(pk__in=failed))
+                services.credential_delete(credential_ids=failed)
+            outcomes = batch_import.apply_verification(
+                outcomes, {c.credential_id: (c.ok, c.detail) for c in checks}
+            )
+        context.update(outcomes=outcomes, summary=batch_import.summarise(outcomes))
+        return TemplateResponse(request, BATCH_IMPORT_TEMPLATE, context)
 
     # --- operator console: balance, token, models, overage, bulk edits (spec kiro-ops §8) ---
 

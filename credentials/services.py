@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
-from credentials import kiro_files
+from credentials import batch_import, kiro_files
 from credentials.models import (
     ClientKey,
     Credential,
@@ -752,3 +752,76 @@ def job_finish(*, name: str, holder: str, result: str) -> None:
     JobLock.objects.filter(name=name, holder=holder).update(
         last_run_at=timezone.now(), last_result=result[:2000]
     )
+
+
+# --- batch import (spec kiro-ops §10 #118–#123) ----------------------------------------------
+
+
+@transaction.atomic
+def credential_batch_import(
+    *, items: list[batch_import.BatchItem], include_errored: bool
+) -> list[batch_import.BatchOutcome]:
+    """Create a credential per valid, new item; report every item (duplicates are skipped)."""
+    taken_refresh = set(
+        Credential.objects.exclude(refresh_token_hash="").values_list(
+            "refresh_token_hash", flat=True
+        )
+    )
+    taken_api_key = set(
+        Credential.objects.exclude(kiro_api_key_hash="").values_list("kiro_api_key_hash", flat=True)
+    )
+    in_batch: dict[str, int] = {}
+    proxies = proxy_assignable_urls()
+    groups = groups_ensure(names=[g for item in items if not item.problem for g in item.groups])
+    outcomes: list[batch_import.BatchOutcome] = []
+
+    def report(
+        item: batch_import.BatchItem, outcome: str, detail: str = "", pk: int | None = None
+    ) -> None:
+        outcomes.append(
+            batch_import.BatchOutcome(item.index, item.source, item.label, outcome, detail, pk)
+        )
+
+    for item in items:
+        if item.errored and not include_errored:
+            report(item, "skipped", 'KAM status "error"')
+            continue
+        if item.problem:
+            report(item, "invalid", item.problem)
+            continue
+        refresh = item.values.get("refresh_token") or ""
+        api_key = item.values.get("kiro_api_key") or ""
+        hashes = [
+            (sha256_hex(secret), taken, kind)
+            for secret, taken, kind in (
+                (refresh, taken_refresh, "refresh token"),
+                (api_key, taken_api_key, "API key"),
+            )
+            if secret
+        ]
+        earlier = next((in_batch[d] for d, _, _ in hashes if d in in_batch), None)
+        if earlier is not None:
+            report(item, "duplicate", f"same token as item {earlier} of this batch")
+            continue
+        duplicate = next((kind for digest, taken, kind in hashes if digest in taken), None)
+        if duplicate:
+            report(item, "duplicate", f"same {duplicate} as an existing credential")
+            continue
+        credential = Credential()
+        for attr, default in _IMPORTED_DEFAULTS.items():
+            value = item.values.get(attr)
+            setattr(credential, attr, default if value is None else value)
+        credential.set_refresh_token(refresh)
+        credential.set_kiro_api_key(api_key)
+        credential.enabled = item.values.get("enabled", True)
+        credential.disabled_reason = item.values.get("disabled_reason") or ""
+        credential.kiro_extra = item.kiro_extra
+        if not credential.proxy_url and proxies:
+            credential.proxy_url = secrets.choice(proxies)  # spec kiro-ops #123
+        credential.save()
+        credential.groups.set([groups[name] for name in item.groups])
+        for digest, taken, _ in hashes:
+            taken.add(digest)
+            in_batch[digest] = item.index
+        report(item, "imported", "", credential.pk)
+    return outcomes
