@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
+from django.conf import settings as django_settings
+from django.db import connection
 
 from credentials import services
 from credentials.models import AuthMethod, Credential
@@ -90,3 +97,62 @@ def gateway(transactional_db, fake_kiro, settings) -> Iterator[Gateway]:
     port = free_port()
     with _ServerThread(port):
         yield Gateway(base_url=f"http://127.0.0.1:{port}", fake=fake_kiro, key=plaintext)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def second_process(gateway: Gateway) -> Iterator[str]:
+    """Start another gateway process on the same Postgres database, in front of the same fake."""
+    if connection.vendor != "postgresql":
+        pytest.skip(
+            "two processes share one database on Postgres (SQLite tests use a file of "
+            "their own per test run)"
+        )
+    db = connection.settings_dict
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "SECRET_KEY": django_settings.SECRET_KEY,
+        "DATA_DIR": str(django_settings.DATA_DIR),
+        "KIRO_API_BASE_URL": gateway.fake.base_url,
+        "KIRO_SOCIAL_AUTH_BASE_URL": gateway.fake.base_url,
+        "KIRO_IDC_AUTH_BASE_URL": gateway.fake.base_url,
+        "DJANGO_SETTINGS_MODULE": "kiro_site.settings",
+    }
+    env.pop("REDIS_URL", None)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "kiro_site.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--lifespan",
+            "off",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise RuntimeError("the second gateway process did not start")
+        time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(timeout=15)

@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
-from django.conf import settings as django_settings
-from django.db import connection
 
 from credentials import limits
 from credentials.models import ClientKey, ClientKeyWindow, LimitWindowKind
 from credentials.selectors import KeyIdentity
 from gateway import views
 from gateway.fakekiro.script import Script
-from tests.gateway.conftest import free_port
 from usage.models import UsageRecord
 from usage.services import UsageDraft
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parents[2]
 BODY = {
     "model": "claude-sonnet-4-5",
     "max_tokens": 64,
@@ -199,52 +190,6 @@ def _fifty_concurrent_requests_stay_within_one_request(gateway, urls: list[str])
 
 def test_fifty_concurrent_requests_in_one_process_never_overshoot_by_more_than_one(gateway):
     _fifty_concurrent_requests_stay_within_one_request(gateway, [gateway.base_url])
-
-
-@pytest.fixture
-def second_process(gateway) -> Iterator[str]:
-    """Start another gateway process on the same database, in front of the same fake."""
-    if connection.vendor != "postgresql":
-        pytest.skip(
-            "two processes share one database on Postgres (SQLite tests use a file of their "
-            "own per test run); the single-process test covers SQLite"
-        )
-    db = connection.settings_dict
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "SECRET_KEY": django_settings.SECRET_KEY,
-        "DATA_DIR": str(django_settings.DATA_DIR),
-        "KIRO_API_BASE_URL": gateway.fake.base_url,
-        "KIRO_SOCIAL_AUTH_BASE_URL": gateway.fake.base_url,
-        "KIRO_IDC_AUTH_BASE_URL": gateway.fake.base_url,
-        "DJANGO_SETTINGS_MODULE": "kiro_site.settings",
-    }
-    env.pop("REDIS_URL", None)
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "uvicorn", "kiro_site.asgi:application", "--host", "127.0.0.1",
-            "--port", str(port), "--log-level", "warning", "--lifespan", "off",
-        ],
-        cwd=ROOT,
-        env=env,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            raise RuntimeError("the second gateway process did not start")
-        time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.wait(timeout=15)
 
 
 def test_fifty_concurrent_requests_on_two_processes_never_overshoot_by_more_than_one(

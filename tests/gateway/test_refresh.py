@@ -4,25 +4,16 @@ invalid_grant, each auth kind."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
-from django.conf import settings as django_settings
-from django.db import connection
 
 from credentials.models import Credential, sha256_hex
-from tests.gateway.conftest import free_port
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parents[2]
 BODY = {
     "model": "claude-sonnet-4-5",
     "max_tokens": 64,
@@ -51,62 +42,6 @@ def test_twenty_concurrent_requests_on_an_expired_token_refresh_once(gateway):
     assert statuses == [200] * 20
     assert gateway.fake.refresh_count(account=account.id) == 1
     assert Credential.objects.get(pk=credential.pk).refresh_count == 1
-
-
-@pytest.fixture
-def second_process(gateway):
-    """Start another gateway process on the same database, in front of the same fake."""
-    if connection.vendor != "postgresql":
-        pytest.skip(
-            "two processes share one database on Postgres (SQLite tests use a file "
-            "of their own per test run)"
-        )
-    db = connection.settings_dict
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "SECRET_KEY": django_settings.SECRET_KEY,
-        "DATA_DIR": str(django_settings.DATA_DIR),
-        "KIRO_API_BASE_URL": gateway.fake.base_url,
-        "KIRO_SOCIAL_AUTH_BASE_URL": gateway.fake.base_url,
-        "KIRO_IDC_AUTH_BASE_URL": gateway.fake.base_url,
-        "DJANGO_SETTINGS_MODULE": "kiro_site.settings",
-    }
-    env.pop("REDIS_URL", None)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "kiro_site.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--lifespan",
-            "off",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            raise RuntimeError("the second gateway process did not start")
-        time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.wait(timeout=15)
 
 
 def test_two_processes_refresh_an_expired_token_exactly_once(gateway, second_process):
