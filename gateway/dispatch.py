@@ -423,19 +423,26 @@ def _finish_draft(request: Request, result: TranslationResult, status: str) -> N
         draft.error_message = result.error_message or draft.error_message
 
 
+async def read_all(connected: Connected) -> tuple[list[KiroEvent], httpx.HTTPError | None]:
+    """Read a whole upstream answer into events; the error if the body broke off."""
+    decoder = EventStreamDecoder()
+    events: list[KiroEvent] = []
+    try:
+        async with connected.stack:
+            async for raw in connected.response.aiter_raw():
+                events += events_of(decoder.feed(raw))
+    except httpx.HTTPError as exc:
+        return events, exc
+    return events + events_of(decoder.close()), None
+
+
 async def collect(request: Request, connected: Connected) -> tuple[int, dict[str, Any]]:
     """Read the whole upstream answer and assemble one Anthropic message (non-stream)."""
-    decoder = EventStreamDecoder()
-    events = []
     status = UsageStatus.INTERRUPTED
     result: TranslationResult | None = None
     try:
-        try:
-            async with connected.stack:
-                async for raw in connected.response.aiter_raw():
-                    events += events_of(decoder.feed(raw))
-            events += events_of(decoder.close())
-        except httpx.HTTPError as exc:
+        events, exc = await read_all(connected)
+        if exc is not None:
             request.draft.error_message = f"{exc.__class__.__name__}: {exc}"
             status = UsageStatus.ERROR
             request.draft.error_type = "stream_interrupted"

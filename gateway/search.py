@@ -12,15 +12,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
-import httpx
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 
 from credentials.selectors import GatewayConfig, KeyIdentity
 from gateway import dispatch
 from gateway.protocol.classify import ClientError
 from gateway.protocol.convert import ConvertOptions
-from gateway.protocol.events import KiroEvent
-from gateway.protocol.eventstream import EventStreamDecoder
 from gateway.protocol.sse import PING, encode
 from gateway.protocol.tokens import count_all_tokens
 from gateway.protocol.translate import TranslationResult, UpstreamFailure
@@ -111,19 +108,6 @@ async def _interrupted(draft: UsageDraft, started: float) -> None:
     await dispatch.write_usage(draft)
 
 
-async def _read_round(connected: dispatch.Connected) -> tuple[list[KiroEvent], bool]:
-    """Read one whole upstream answer; False when the body broke off."""
-    decoder = EventStreamDecoder()
-    events: list[KiroEvent] = []
-    try:
-        async with connected.stack:
-            async for raw in connected.response.aiter_raw():
-                events += dispatch.events_of(decoder.feed(raw))
-    except httpx.HTTPError:
-        return events, False
-    return events + dispatch.events_of(decoder.close()), True
-
-
 async def _run_loop(
     loop: WebSearchLoop, key: KeyIdentity, config: GatewayConfig, draft: UsageDraft
 ) -> None:
@@ -138,7 +122,8 @@ async def _run_loop(
             kiro_body=conversion.kiro_body,
         )
         connected = await dispatch.connect(request)
-        events, complete = await _read_round(connected)
+        events, broken = await dispatch.read_all(connected)
+        complete = broken is None
         queries = loop.feed_round(events, complete=complete)
         if queries:
             loop.add_search_results([await _search(key, config, draft, q) for q in queries])

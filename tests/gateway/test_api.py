@@ -280,3 +280,16 @@ def test_a_translation_bug_mid_stream_ends_with_an_error_event(gateway, monkeypa
     names = [name for name, _ in _events(response.text)]
     assert names[0] == "message_start" and names[-1] == "error"
     assert UsageRecord.objects.get().status == "error"
+
+
+def test_a_non_stream_answer_that_breaks_off_is_a_502_not_a_partial_message(gateway):
+    _, account = gateway.add_credential()
+    gateway.fake.script(
+        Script.text("one two three four", chunks=4).reset_after(2), account=account.id
+    )
+
+    message = assert_error(post(gateway), 502, "api_error")
+
+    assert "broke off" in message
+    record = UsageRecord.objects.get()
+    assert (record.status, record.error_type) == ("error", "stream_interrupted")
