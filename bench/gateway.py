@@ -1,6 +1,8 @@
 """Benchmark the whole gateway process against the fake upstream, next to the physical limit.
 
 Run: .venv/bin/python bench/gateway.py [--db sqlite|postgres] [--servers daphne,uvicorn] [--quick]
+                                     [--only ttfe,tput,slow]
+(BENCH_PYSPY=<prefix> also samples each server with py-spy, if it is installed.)
 
 Starts the fake Kiro upstream (`python -m gateway.fakekiro`) and, one after the other, the
 gateway under each ASGI server, each in its own process with a fresh database. The load client
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib.metadata
 import importlib.util
 import json
@@ -88,6 +91,7 @@ class Plan:
     slow_events: int
     slow_pace: float
     slow_open_over: float
+    phases: tuple[str, ...] = ("ttfe", "tput", "slow")
 
     @property
     def slow_duration(self) -> float:
@@ -365,6 +369,25 @@ SERVERS: dict[str, Callable[[int], list[str]]] = {
         "warning",
     ],
 }
+
+
+def start_profiler(name: str, pid: int) -> subprocess.Popen | None:
+    """With BENCH_PYSPY=<prefix>, sample the gateway with py-spy (not a dependency) into
+    <prefix>-<server>.txt, collapsed stacks for flame graphs and `sort | uniq` digging."""
+    prefix = os.environ.get("BENCH_PYSPY")
+    spy = shutil.which("py-spy") or str(Path(PY).with_name("py-spy"))
+    if not prefix or not Path(spy).exists():
+        return None
+    out = f"{prefix}-{name}.txt"
+    command = [spy, "record", "-r", "1000", "-f", "raw", "-o", out, "--pid", str(pid)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(spy: subprocess.Popen | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            spy.wait(timeout=30)
 
 
 def version(dist: str) -> str:
@@ -689,12 +712,16 @@ async def run_variant(
 ) -> Outcome:
     out = Outcome()
     stamp = time.perf_counter()
-    prepare_fake(fake, tokens, text_script(plan.ttfe_events), validate=False)
-    out.ttfe = await phase_ttfe(target, plan)
-    prepare_fake(fake, tokens, text_script(plan.tput_events), validate=False)
-    out.tput = await phase_throughput(target, plan, fake_pid)
-    prepare_fake(fake, tokens, text_script(plan.slow_events, pace=plan.slow_pace), validate=False)
-    out.slow = await phase_slow(target, plan)
+    if "ttfe" in plan.phases:
+        prepare_fake(fake, tokens, text_script(plan.ttfe_events), validate=False)
+        out.ttfe = await phase_ttfe(target, plan)
+    if "tput" in plan.phases:
+        prepare_fake(fake, tokens, text_script(plan.tput_events), validate=False)
+        out.tput = await phase_throughput(target, plan, fake_pid)
+    if "slow" in plan.phases:
+        events, pace = plan.slow_events, plan.slow_pace
+        prepare_fake(fake, tokens, text_script(events, pace=pace), validate=False)
+        out.slow = await phase_slow(target, plan)
     print(f"  {target.name}: done in {time.perf_counter() - stamp:.0f} s", file=sys.stderr)
     return out
 
@@ -903,12 +930,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--servers", default="daphne,uvicorn")
     parser.add_argument("--quick", action="store_true", help="smaller counts, ~1 minute")
+    parser.add_argument(
+        "--only", default="", help="comma-separated phases to run: ttfe,tput,slow (default all)"
+    )
     args = parser.parse_args(argv)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = [s for s in servers if s not in SERVERS]
     if unknown:
         parser.error(f"unknown server(s) {unknown}; choose from {', '.join(SERVERS)}")
     plan = QUICK if args.quick else FULL
+    if args.only:
+        plan = dataclasses.replace(plan, phases=tuple(p.strip() for p in args.only.split(",")))
     nofile = raise_fd_limit()
     began = time.monotonic()
     busy0 = machine_busy()
@@ -969,8 +1001,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in servers:
             port = free_port()
             child = Child(name, SERVERS[name](port), env, tmp)
+            spy: subprocess.Popen | None = None
             try:
                 wait_http(f"http://127.0.0.1:{port}/healthz", child)
+                spy = start_profiler(name, child.pid)
                 target = Target(
                     name,
                     f"http://127.0.0.1:{port}/v1/messages",
@@ -995,6 +1029,7 @@ def main(argv: list[str] | None = None) -> int:
                 outcomes[name] = Outcome(failure=f"{type(exc).__name__}: {first_line}"[:120])
                 print(f"{name} failed: {exc}\n{child.log_tail()}", file=sys.stderr)
             finally:
+                stop_profiler(spy)
                 child.stop()
 
         # CPU used by anything other than this bench and its children: other work on the

@@ -66,7 +66,8 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from django.db import transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, FloatField, Q, Sum, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from credentials.models import ClientKey, ClientKeyWindow, LimitWindowKind
@@ -328,29 +329,56 @@ def _decide(
 def limit_settle(
     *, reservation: Reservation, tokens: int, credits: float, now: datetime | None = None
 ) -> None:
-    """Free the request's reservation and add what it cost to the key's day and month."""
+    """Free the request's reservation and add what it cost to the key's day and month.
+
+    Runs in the caller's transaction when there is one (the usage record's), else in its own.
+    A key that had no limits at admission holds nothing: its cost is added with atomic
+    increments and no lock. A limited key's lock is taken first: call this before anything
+    else in the transaction touches the key (an insert referencing it takes a share lock
+    on Postgres, and two of those waiting to upgrade would deadlock)."""
     now = now or current_time()
     tokens, credits = max(0, int(tokens)), max(0.0, float(credits))
-    with transaction.atomic():
-        if _locked_limits(reservation.key_id) is None:
-            return  # the key was deleted meanwhile
+    with transaction.atomic(savepoint=False):
         if reservation.admission_id is not None:
+            if _locked_limits(reservation.key_id) is None:
+                return  # the key was deleted meanwhile
             ClientKeyWindow.objects.filter(pk=reservation.admission_id).update(settled=True)
             _prune(reservation.key_id, now)
-        for kind in (LimitWindowKind.DAY, LimitWindowKind.MONTH):
-            start = window_start(kind, now)
-            row, _ = ClientKeyWindow.objects.get_or_create(
-                client_key_id=reservation.key_id, kind=kind, defaults={"start": start}
-            )
-            if row.start < start:  # a new day or month: roll over, keep the peaks
-                row.start, row.requests, row.tokens, row.credits = start, 0, 0, 0.0
-            row.requests += 1
-            row.tokens += tokens
-            row.credits += credits
-            if tokens > 0:  # it reached upstream: a cost later estimates can rely on
-                row.peak_tokens = max(row.peak_tokens or 0, tokens)
-                row.peak_credits = max(row.peak_credits or 0.0, credits)
-            row.save()
+        _add_cost(reservation.key_id, tokens, credits, now)
+
+
+def _add_cost(key_id: int, tokens: int, credits: float, now: datetime) -> None:
+    """Add one settled request to the key's day and month rows (atomic increments).
+
+    The usual case is one UPDATE per window. The first request of a day or month rolls the
+    row over in place with a conditional UPDATE, so concurrent settlers roll it over once and
+    none of their increments is lost; the unique (key, kind) constraint makes creating the
+    rows race-free. Peaks are kept across rollovers."""
+    changes: dict[str, object] = {
+        "requests": F("requests") + 1,
+        "tokens": F("tokens") + tokens,
+        "credits": F("credits") + credits,
+    }
+    if tokens > 0:  # it reached upstream: a cost later estimates can rely on
+        changes["peak_tokens"] = Greatest(Coalesce("peak_tokens", Value(0)), Value(tokens))
+        changes["peak_credits"] = Greatest(
+            Coalesce("peak_credits", Value(0.0)), Value(credits), output_field=FloatField()
+        )
+    windows = ClientKeyWindow.objects.filter(client_key_id=key_id)
+    for kind in (LimitWindowKind.DAY, LimitWindowKind.MONTH):
+        start = window_start(kind, now)
+        current = windows.filter(kind=kind, start__gte=start)
+        if current.update(**changes):
+            continue
+        if not ClientKey.objects.filter(pk=key_id).exists():
+            return  # the key was deleted meanwhile
+        ClientKeyWindow.objects.get_or_create(
+            client_key_id=key_id, kind=kind, defaults={"start": start}
+        )
+        windows.filter(kind=kind, start__lt=start).update(
+            start=start, requests=0, tokens=0, credits=0.0
+        )
+        current.update(**changes)
 
 
 def limit_release(*, reservation: Reservation, now: datetime | None = None) -> None:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, replace
 from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
 
 from credentials.models import AuthMethod, ClientKey, Credential, GatewaySettings
 from credentials.pool import Candidate
@@ -25,6 +30,8 @@ class KeyIdentity:
     name: str
     group: str | None
     is_system: bool
+    limited: bool = False  # any limit set: requests are reserved before going upstream
+    last_used_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +138,52 @@ def machine_id_for(credential: Credential, config_machine_id: str) -> str:
     return hashlib.sha256(seed.encode()).hexdigest()
 
 
+_config_lock = threading.Lock()
+_config_cache: tuple[float, GatewayConfig] | None = None
+
+
 def gateway_config() -> GatewayConfig:
+    """Return the runtime settings, reusing this process's copy for KIRO_SETTINGS_CACHE_SECS.
+
+    Reading the row costs a query on every request; the serving path reads it once per
+    request, and the admin changes it rarely. Saving the row in this process forgets the copy
+    (and again after the commit, so that no thread re-caches the old row meanwhile)."""
+    global _config_cache
+    ttl = settings.KIRO_SETTINGS_CACHE_SECS
+    cached = _config_cache
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
+    config = read_gateway_config()
+    if ttl > 0:
+        with _config_lock:
+            _config_cache = (now, config)
+    return config
+
+
+def forget_gateway_config() -> None:
+    """Drop this process's copy of the settings (after any write to the row)."""
+    global _config_cache
+    with _config_lock:
+        _config_cache = None
+
+
+def forget_gateway_config_on_commit() -> None:
+    forget_gateway_config()
+    transaction.on_commit(forget_gateway_config)
+
+
+def note_current_credential(credential_id: int | None) -> None:
+    """Keep this process's copy in step with a move of priority mode's current credential."""
+    global _config_cache
+    with _config_lock:
+        if _config_cache is not None:
+            stamp, config = _config_cache
+            _config_cache = (stamp, replace(config, current_credential_id=credential_id))
+
+
+def read_gateway_config() -> GatewayConfig:
+    """Read the settings row from the database (creating it on first use)."""
     row = GatewaySettings.load()
     return GatewayConfig(
         load_balancing_mode=row.load_balancing_mode,
@@ -167,17 +219,31 @@ def gateway_config() -> GatewayConfig:
     )
 
 
+_KEY_FIELDS = ("id", "name", "group__name", "is_system", "last_used_at")
+
+
 def client_key_by_hash(key_hash: str) -> KeyIdentity | None:
-    """Return the enabled client key with this SHA-256 hash (one indexed lookup)."""
+    """Return the enabled client key with this SHA-256 hash (one indexed lookup).
+
+    Never cached: a disabled or rotated key stops at once, in every process (issue 5)."""
+    from credentials.limits import LIMIT_FIELDS
+
     row = (
         ClientKey.objects.filter(key_hash=key_hash, enabled=True)
-        .select_related("group")
-        .only("id", "name", "is_system", "group__name")
+        .values_list(*_KEY_FIELDS, *LIMIT_FIELDS)
         .first()
     )
     if row is None:
         return None
-    return KeyIdentity(row.pk, row.name, row.group.name if row.group else None, row.is_system)
+    key_id, name, group, is_system, last_used_at, *limits = row
+    return KeyIdentity(
+        key_id,
+        name,
+        group,
+        is_system,
+        limited=any(value is not None for value in limits),
+        last_used_at=last_used_at,
+    )
 
 
 def pool_candidates(*, group: str | None) -> list[Candidate]:

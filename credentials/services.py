@@ -11,10 +11,10 @@ from typing import Any
 
 from django.core.management.color import no_style
 from django.db import connection, transaction
-from django.db.models import F, Max, Q
+from django.db.models import Case, CharField, F, Max, Q, Value, When
 from django.utils import timezone
 
-from credentials import batch_import, kiro_files
+from credentials import batch_import, kiro_files, selectors
 from credentials.models import (
     ClientKey,
     Credential,
@@ -343,6 +343,7 @@ def pool_set_current(*, credential_id: int | None) -> None:
     GatewaySettings.objects.filter(pk=GatewaySettings.singleton_id).update(
         current_credential_id=credential_id
     )
+    selectors.note_current_credential(credential_id)
 
 
 def credential_disable_auto(*, credential_id: int, reason: str) -> None:
@@ -386,18 +387,27 @@ def credential_cooldown(*, credential_id: int, seconds: int) -> None:
 def credential_report_success(*, credential_id: int, model: str | None) -> None:
     """Record a served request: counters, last use, cooldown and self-heal streak cleared."""
     now = timezone.now()
-    Credential.objects.filter(pk=credential_id).update(
-        success_count=F("success_count") + 1,
-        last_used_at=now,
-        failure_count=0,
-        refresh_failure_count=0,
-        cooldown_until=None,
-    )
+    changes: dict[str, Any] = {
+        "success_count": F("success_count") + 1,
+        "last_used_at": now,
+        "failure_count": 0,
+        "refresh_failure_count": 0,
+        "cooldown_until": None,
+    }
     if model:
-        # spec kiro-ops §3.9: only a success on the streak's own model clears it.
-        Credential.objects.filter(pk=credential_id, self_heal_model=model.lower()).update(
-            self_heal_rounds=0, last_self_heal_at=None, self_heal_model=""
+        # spec kiro-ops §3.9: only a success on the streak's own model clears it (one UPDATE).
+        same = Q(self_heal_model=model.lower())
+        for name, cleared in (("self_heal_rounds", 0), ("last_self_heal_at", None)):
+            output = Credential._meta.get_field(name)
+            changes[name] = Case(
+                When(same, then=Value(cleared, output_field=output)),
+                default=F(name),
+                output_field=output,
+            )
+        changes["self_heal_model"] = Case(
+            When(same, then=Value("")), default=F("self_heal_model"), output_field=CharField()
         )
+    Credential.objects.filter(pk=credential_id).update(**changes)
 
 
 def credential_self_heal(*, credential_ids: Iterable[int], model: str | None) -> int:

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from django.db import transaction
 from django.utils import timezone
 
 from credentials import selectors, services
-from credentials.limits import limit_settle
+from credentials.limits import Reservation, limit_settle
 from credentials.pool import Candidate, choose, is_in_scope, self_heal_targets
 from credentials.selectors import CredentialAccess, GatewayConfig, KeyIdentity
 from gateway import model_cache, profiles, tokens, upstream
@@ -37,8 +38,9 @@ from gateway.protocol.translate import (
     TranslationResult,
     assemble_result,
 )
-from usage.models import UsageStatus
-from usage.services import AttemptDraft, UsageDraft, usage_record_write
+from usage import live
+from usage.models import UsageRecord, UsageStatus
+from usage.services import AttemptDraft, UsageDraft, after_commit_local, usage_record_store
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,37 @@ class DispatchError(Exception):
 
 
 @dataclass(slots=True)
+class Prefetched:
+    """Pool state read in the request's first trip to the database (views._begin)."""
+
+    candidates: list[Candidate]
+    model: str | None  # the upstream model id `access` was chosen for
+    access: CredentialAccess | None  # the first choice, or None
+
+
+def prefetch_pool(key: KeyIdentity, config: GatewayConfig, model: str | None) -> Prefetched:
+    """Read the pool and the credential the first attempt will most likely use (sync).
+
+    `connect` makes the same choice again; if it differs (the pool moved meanwhile), it
+    reads that credential in a trip of its own."""
+    candidates = selectors.pool_candidates(group=key.group)
+    access = None
+    if model is not None:
+        first = choose(
+            candidates,
+            mode=config.load_balancing_mode,
+            current_id=config.current_credential_id,
+            model=model,
+            group=key.group,
+            now=timezone.now(),
+            exclude=set(),
+        )
+        if first is not None:
+            access = selectors.credential_access(credential_id=first.id, config=config)
+    return Prefetched(candidates, model, access)
+
+
+@dataclass(slots=True)
 class Request:
     """One upstream call on behalf of a client request (a chat turn or an MCP search)."""
 
@@ -64,6 +97,7 @@ class Request:
     translate: TranslateOptions | None = None
     mcp_body: bytes | None = None
     started: float = field(default_factory=time.monotonic)
+    prefetched: Prefetched | None = None
     _encoded: dict[tuple[str, str | None], bytes] = field(default_factory=dict)
 
     def body_for(self, access: CredentialAccess) -> bytes:
@@ -116,7 +150,10 @@ async def connect(request: Request) -> Connected:
     """Open an upstream stream for the request, failing over within the retry budget."""
     config, key = request.config, request.key
     model = request.model
-    candidates: list[Candidate] = await db(selectors.pool_candidates, group=key.group)
+    if request.prefetched is not None:
+        candidates = request.prefetched.candidates
+    else:
+        candidates = await db(selectors.pool_candidates, group=key.group)
     in_scope = [c for c in candidates if is_in_scope(c, model=model, group=key.group)]
     budget = min(
         config.max_attempts_per_request, max(1, len(in_scope)) * config.max_attempts_per_credential
@@ -195,6 +232,15 @@ async def connect(request: Request) -> Connected:
     raise DispatchError(last_error, error_type="upstream_exhausted")
 
 
+def _take_prefetched(request: Request, credential_id: int) -> CredentialAccess | None:
+    """Use the credential read with the pool, once: a later attempt reads it afresh."""
+    prefetched = request.prefetched
+    if prefetched is None or prefetched.access is None or prefetched.model != request.model:
+        return None
+    access, prefetched.access = prefetched.access, None
+    return access if access.id == credential_id else None
+
+
 async def _attempt(
     request: Request, candidate: Candidate, forced: set[int]
 ) -> Connected | tuple[classify.Verdict, bool | None]:
@@ -202,7 +248,9 @@ async def _attempt(
     keep the credential eligible (False: exclude it)."""
     config = request.config
     started = time.monotonic()
-    access = await db(selectors.credential_access, credential_id=candidate.id, config=config)
+    access = _take_prefetched(request, candidate.id)
+    if access is None:
+        access = await db(selectors.credential_access, credential_id=candidate.id, config=config)
     if access is None:
         return classify.Verdict(Outcome.UNKNOWN, Action.SWITCH), False
     record = AttemptDraft(
@@ -468,35 +516,50 @@ async def collect(request: Request, connected: Connected) -> tuple[int, dict[str
         await write_usage(request.draft)
 
 
-async def write_usage(draft: UsageDraft) -> None:
-    """Write the usage record, shielded from the cancellation of a disconnecting client."""
-    reservation, draft.reservation = draft.reservation, None  # settled exactly once
+def _store_usage(draft: UsageDraft, reservation: Reservation | None) -> UsageRecord:
+    """Write the record, its attempts, the counters and the key's limits in one transaction.
 
-    def write() -> None:
-        try:
-            usage_record_write(draft=draft)
-        finally:
-            if reservation is not None:
-                try:
-                    limit_settle(
-                        reservation=reservation,
-                        tokens=draft.input_tokens
-                        + draft.output_tokens
-                        + draft.cache_creation_tokens
-                        + draft.cache_read_tokens,
-                        credits=draft.credits,
-                    )
-                except Exception:  # a limits failure must not lose the record or the answer
-                    log.exception("could not settle the client key's limits")
-
-    task = asyncio.ensure_future(db(write))
+    A limited key is settled first (its lock comes before anything else touches the key,
+    limits.limit_settle); an unlimited key's increments come last, so that the window rows
+    are locked for the shortest time. If settling fails, the record is written alone: a
+    limits failure must not lose the record."""
+    cost = draft.input_tokens + draft.output_tokens
+    cost += draft.cache_creation_tokens + draft.cache_read_tokens
+    settle_first = reservation is not None and reservation.admission_id is not None
     try:
-        await asyncio.shield(task)
+        with transaction.atomic():
+            if settle_first:
+                limit_settle(reservation=reservation, tokens=cost, credits=draft.credits)
+            record = usage_record_store(draft=draft)
+            if reservation is not None and not settle_first:
+                limit_settle(reservation=reservation, tokens=cost, credits=draft.credits)
+    except Exception:
+        if reservation is None:
+            raise
+        log.exception("could not settle the client key's limits; writing the record alone")
+        with transaction.atomic():
+            record = usage_record_store(draft=draft)
+    after_commit_local(record, draft.attempts)  # the JSONL line and the metrics
+    return record
+
+
+async def write_usage(draft: UsageDraft) -> None:
+    """Write the usage record, shielded from the cancellation of a disconnecting client.
+
+    One trip to a worker thread; the live feed is published from the event loop."""
+    reservation, draft.reservation = draft.reservation, None  # settled exactly once
+    task = asyncio.ensure_future(db(_store_usage, draft, reservation))
+    try:
+        record = await asyncio.shield(task)
     except asyncio.CancelledError:
-        await task  # finish the write, then let the cancellation go on
+        with contextlib.suppress(Exception):
+            record = await task  # finish the write, then let the cancellation go on
+            live.publish_soon(record)
         raise
     except Exception:
         log.exception("could not write the usage record")
+        return
+    live.publish_soon(record)
 
 
 async def write_local(

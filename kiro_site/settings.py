@@ -195,6 +195,9 @@ KIRO_PROXY_PROBE_URL = env.str(
     "KIRO_PROXY_PROBE_URL", default="https://www.gstatic.com/generate_204"
 )
 KIRO_METRICS_TOKEN = env.str("KIRO_METRICS_TOKEN", default="")
+# How long a gateway process reuses the settings row it read (seconds). Changes saved in the
+# admin apply at once in the process that saved them and within this time in the others.
+KIRO_SETTINGS_CACHE_SECS = env.float("KIRO_SETTINGS_CACHE_SECS", default=2.0)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOGGING = {

@@ -50,3 +50,19 @@ def admin_client_as():
         return client
 
     return client_for
+
+
+@pytest.fixture(autouse=True)
+def _forget_cached_settings():
+    """Start every test without the process's copy of the settings row (credentials.selectors):
+    a test's rolled-back transaction must not leave its settings to the next test."""
+    import sys
+
+    def forget() -> None:
+        selectors = sys.modules.get("credentials.selectors")
+        if selectors is not None:
+            selectors.forget_gateway_config()
+
+    forget()
+    yield
+    forget()

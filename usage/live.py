@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TypedDict
 
@@ -33,10 +34,13 @@ class LiveRecord(TypedDict):
     key_name: str
 
 
-def live_record(record: UsageRecord) -> LiveRecord:
-    """Return the compact, secret-free view of a record that the feed sends."""
+def live_record(record: UsageRecord, *, lookup: bool = True) -> LiveRecord:
+    """Return the compact, secret-free view of a record that the feed sends.
+
+    With `lookup=False` (on the event loop) the key's name is only taken if it is attached."""
     key_name = ""
-    if record.client_key_id is not None:
+    cached = UsageRecord._meta.get_field("client_key").is_cached(record)
+    if record.client_key_id is not None and (lookup or cached):
         # The name only: the key's prefix and hash stay in the admin.
         key_name = record.client_key.name if record.client_key else ""
     return {
@@ -55,6 +59,34 @@ def live_record(record: UsageRecord) -> LiveRecord:
         "credential_id": record.credential_id,
         "key_name": key_name,
     }
+
+
+_pending: set[asyncio.Task] = set()
+
+
+def publish_soon(record: UsageRecord) -> None:
+    """From the event loop: send a record to the live feeds in the background (never raises).
+
+    The record's key must be attached already (usage_record_store does), so that building
+    the message needs no query on the loop."""
+    try:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        message = {"type": EVENT_TYPE, "record": live_record(record, lookup=False)}
+        task = asyncio.get_running_loop().create_task(_send(layer, message, record.pk))
+    except Exception:
+        logger.warning("live feed: could not publish usage record %s", record.pk, exc_info=True)
+        return
+    _pending.add(task)  # keep a reference until it is done
+    task.add_done_callback(_pending.discard)
+
+
+async def _send(layer, message: dict, record_id: int) -> None:
+    try:
+        await layer.group_send(GROUP, message)
+    except Exception:
+        logger.warning("live feed: could not publish usage record %s", record_id, exc_info=True)
 
 
 def publish_record(record: UsageRecord) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
@@ -14,6 +15,8 @@ from usage import jsonl, live, metrics
 from usage.models import UpstreamAttempt, UsageRecord, UsageStatus
 
 SNIPPET_BYTES = 2048  # spec kiro-ops §5.4: error snippets trimmed to 2 KB
+# A key's "last used" moves at most this often: one UPDATE less on almost every request.
+KEY_LAST_USED_PRECISION = timedelta(seconds=60)
 
 
 @dataclass(slots=True)
@@ -50,6 +53,10 @@ class UsageDraft:
     normalizer_rules: list[str] = field(default_factory=list)
     attempts: list[AttemptDraft] = field(default_factory=list)
     reservation: Reservation | None = None  # the key's limits; settled in dispatch.write_usage
+    # What the request already knows of its key, so that writing needs no look-up.
+    key_name: str = ""
+    key_is_system: bool = False
+    key_last_used_at: datetime | None = None
 
 
 def trim_snippet(text: str) -> str:
@@ -62,9 +69,23 @@ def trim_snippet(text: str) -> str:
 
 @transaction.atomic
 def usage_record_write(*, draft: UsageDraft) -> int:
-    """Store the request's record and attempts; move credential and key counters. Return id."""
+    """Store the request's record and attempts; move credential and key counters. Return id.
+
+    The log line, metrics and live feed follow the commit."""
+    record = usage_record_store(draft=draft)
+    attempts = list(draft.attempts)
+    # After commit only: a rolled-back write must leave no log line, count or live row.
+    transaction.on_commit(lambda: _after_write(record, attempts))
+    return record.pk
+
+
+def usage_record_store(*, draft: UsageDraft) -> UsageRecord:
+    """Insert the record and its attempts and move the counters, in the caller's transaction.
+
+    No side effects: the caller runs them after the commit (`usage_record_write` does)."""
+    now = timezone.now()
     record = UsageRecord.objects.create(
-        created_at=timezone.now(),
+        created_at=now,
         client_key_id=draft.client_key_id,
         endpoint=draft.endpoint,
         model_requested=draft.model_requested[:200],
@@ -85,6 +106,28 @@ def usage_record_write(*, draft: UsageDraft) -> int:
         attempt_count=len(draft.attempts),
         normalizer_rules=list(draft.normalizer_rules),
     )
+    if draft.attempts:
+        _store_attempts(record, draft)
+    served = [a for a in draft.attempts if a.outcome == "success" and a.credential_id]
+    if served:
+        # spec kiro-ops §3.5: success is the response headers arriving, even if the stream
+        # later broke; counted here so that no database work happens while bytes flow.
+        credential_services.credential_report_success(
+            credential_id=served[-1].credential_id, model=draft.model_sent or None
+        )
+    if draft.client_key_id is not None:
+        seen = draft.key_last_used_at
+        if seen is None or now - seen >= KEY_LAST_USED_PRECISION or not draft.key_name:
+            ClientKey.objects.filter(pk=draft.client_key_id).update(last_used_at=now)
+        if draft.key_name:
+            # Known from authentication: the log line and live feed need no look-up.
+            record.client_key = ClientKey(
+                pk=draft.client_key_id, name=draft.key_name, is_system=draft.key_is_system
+            )
+    return record
+
+
+def _store_attempts(record: UsageRecord, draft: UsageDraft) -> None:
     UpstreamAttempt.objects.bulk_create(
         UpstreamAttempt(
             usage_record=record,
@@ -98,23 +141,15 @@ def usage_record_write(*, draft: UsageDraft) -> int:
         )
         for index, attempt in enumerate(draft.attempts)
     )
-    served = [a for a in draft.attempts if a.outcome == "success" and a.credential_id]
-    if served:
-        # spec kiro-ops §3.5: success is the response headers arriving, even if the stream
-        # later broke; counted here so that no database work happens while bytes flow.
-        credential_services.credential_report_success(
-            credential_id=served[-1].credential_id, model=draft.model_sent or None
-        )
-    if draft.client_key_id is not None:
-        ClientKey.objects.filter(pk=draft.client_key_id).update(last_used_at=timezone.now())
-    attempts = list(draft.attempts)
-    # After commit only: a rolled-back write must leave no log line, count or live row.
-    transaction.on_commit(lambda: _after_write(record, attempts))
-    return record.pk
+
+
+def after_commit_local(record: UsageRecord, attempts: list[AttemptDraft]) -> None:
+    """Append the JSONL line and count the metrics of a committed record (neither raises)."""
+    jsonl.append_record(record)
+    metrics.observe_record(record, attempts)
 
 
 def _after_write(record: UsageRecord, attempts: list[AttemptDraft]) -> None:
     """Append the JSONL line, count the metrics, publish to the live feed (none raise)."""
-    jsonl.append_record(record)
-    metrics.observe_record(record, attempts)
+    after_commit_local(record, attempts)
     live.publish_record(record)

@@ -278,7 +278,7 @@ def test_an_internal_error_releases_the_reservation_on_both_paths(gateway, monke
 def test_a_cancelled_request_releases_the_reservation(gateway, monkeypatch):
     gateway.add_credential()
     key = _learned(gateway)
-    identity = KeyIdentity(key.pk, key.name, None, False)
+    identity = KeyIdentity(key.pk, key.name, None, False, limited=True)
     draft = UsageDraft(endpoint="/v1/messages", client_key_id=key.pk)
 
     async def hangs(*args: object, **kwargs: object) -> None:
