@@ -379,7 +379,19 @@ def start_profiler(name: str, pid: int) -> subprocess.Popen | None:
     if not prefix or not Path(spy).exists():
         return None
     out = f"{prefix}-{name}.txt"
-    command = [spy, "record", "-r", "1000", "-f", "raw", "-o", out, "--pid", str(pid)]
+    command = [
+        spy,
+        "record",
+        "--nonblocking",
+        "-r",
+        "500",
+        "-f",
+        "raw",
+        "-o",
+        out,
+        "--pid",
+        str(pid),
+    ]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

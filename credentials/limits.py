@@ -60,17 +60,18 @@ Clocks of the processes are assumed to be in sync (NTP).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from django.db import transaction
-from django.db.models import Count, F, FloatField, Q, Sum, Value
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from credentials.models import ClientKey, ClientKeyWindow, LimitWindowKind
+from kiro_site import fastsql
 
 MINUTE = timedelta(seconds=60)
 RESERVATION_LEASE = timedelta(minutes=30)
@@ -350,35 +351,51 @@ def limit_settle(
 def _add_cost(key_id: int, tokens: int, credits: float, now: datetime) -> None:
     """Add one settled request to the key's day and month rows (atomic increments).
 
-    The usual case is one UPDATE per window. The first request of a day or month rolls the
-    row over in place with a conditional UPDATE, so concurrent settlers roll it over once and
-    none of their increments is lost; the unique (key, kind) constraint makes creating the
-    rows race-free. Peaks are kept across rollovers."""
-    changes: dict[str, object] = {
-        "requests": F("requests") + 1,
-        "tokens": F("tokens") + tokens,
-        "credits": F("credits") + credits,
-    }
-    if tokens > 0:  # it reached upstream: a cost later estimates can rely on
-        changes["peak_tokens"] = Greatest(Coalesce("peak_tokens", Value(0)), Value(tokens))
-        changes["peak_credits"] = Greatest(
-            Coalesce("peak_credits", Value(0.0)), Value(credits), output_field=FloatField()
-        )
-    windows = ClientKeyWindow.objects.filter(client_key_id=key_id)
+    The usual case is one UPDATE per window, hand-built (every request runs it,
+    kiro_site/fastsql.py). The first request of a day or month rolls the row over in place
+    with a conditional UPDATE, so concurrent settlers roll it over once and none of their
+    increments is lost; the unique (key, kind) constraint makes creating the rows race-free.
+    Peaks are kept across rollovers."""
+    sql = _increment_sql(tokens > 0)
     for kind in (LimitWindowKind.DAY, LimitWindowKind.MONTH):
         start = window_start(kind, now)
-        current = windows.filter(kind=kind, start__gte=start)
-        if current.update(**changes):
+        params: list[object] = [tokens, credits]
+        if tokens > 0:  # it reached upstream: a cost later estimates can rely on
+            params += [tokens, tokens, credits, credits]
+        params += [key_id, kind, fastsql.prep(ClientKeyWindow, "start", start)]
+        if fastsql.execute(sql, params):
             continue
         if not ClientKey.objects.filter(pk=key_id).exists():
             return  # the key was deleted meanwhile
         ClientKeyWindow.objects.get_or_create(
             client_key_id=key_id, kind=kind, defaults={"start": start}
         )
-        windows.filter(kind=kind, start__lt=start).update(
+        ClientKeyWindow.objects.filter(client_key_id=key_id, kind=kind, start__lt=start).update(
             start=start, requests=0, tokens=0, credits=0.0
         )
-        current.update(**changes)
+        fastsql.execute(sql, params)
+
+
+@functools.cache
+def _increment_sql(with_peaks: bool) -> str:
+    def c(name: str) -> str:
+        return fastsql.column(ClientKeyWindow, name)
+
+    sets = [
+        f"{c('requests')} = {c('requests')} + 1",
+        f"{c('tokens')} = {c('tokens')} + %s",
+        f"{c('credits')} = {c('credits')} + %s",
+    ]
+    if with_peaks:
+        for name in ("peak_tokens", "peak_credits"):
+            sets.append(
+                f"{c(name)} = CASE WHEN {c(name)} IS NULL OR {c(name)} < %s THEN %s "
+                f"ELSE {c(name)} END"
+            )
+    return (
+        f"UPDATE {fastsql.table(ClientKeyWindow)} SET {', '.join(sets)} "
+        f"WHERE {c('client_key')} = %s AND {c('kind')} = %s AND {c('start')} >= %s"
+    )
 
 
 def limit_release(*, reservation: Reservation, now: datetime | None = None) -> None:

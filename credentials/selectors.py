@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import threading
@@ -12,8 +13,9 @@ from datetime import datetime
 from django.conf import settings
 from django.db import transaction
 
-from credentials.models import AuthMethod, ClientKey, Credential, GatewaySettings
+from credentials.models import AuthMethod, ClientKey, Credential, CredentialGroup, GatewaySettings
 from credentials.pool import Candidate
+from kiro_site import fastsql
 
 SOCIAL_PROFILE_ARN = "arn:aws:codewhisperer:us-east-1:699475941385:profile/EHGA3GRVQMUK"
 BUILDER_ID_PLACEHOLDER_ARN = "arn:aws:codewhisperer:us-east-1:638616132270:profile/AAAACCCCXXXX"
@@ -125,16 +127,29 @@ def normalise_machine_id(value: str) -> str | None:
 
 def machine_id_for(credential: Credential, config_machine_id: str) -> str:
     """Resolve the machine id of a credential (spec kiro-protocol §9.1)."""
-    for candidate in (credential.machine_id, config_machine_id):
+    return machine_id_from(
+        own=credential.machine_id,
+        config_machine_id=config_machine_id,
+        kiro_api_key=credential.kiro_api_key,
+        refresh_token=credential.refresh_token,
+        credential_id=credential.pk,
+    )
+
+
+def machine_id_from(
+    *, own: str, config_machine_id: str, kiro_api_key: str, refresh_token: str, credential_id: int
+) -> str:
+    """Resolve a machine id from a credential's values (spec kiro-protocol §9.1)."""
+    for candidate in (own, config_machine_id):
         normalised = candidate and normalise_machine_id(candidate)
         if normalised:
             return normalised
-    if credential.kiro_api_key:
-        seed = "KiroAPIKey/" + credential.kiro_api_key
-    elif credential.refresh_token:
-        seed = "KotlinNativeAPI/" + credential.refresh_token
+    if kiro_api_key:
+        seed = "KiroAPIKey/" + kiro_api_key
+    elif refresh_token:
+        seed = "KotlinNativeAPI/" + refresh_token
     else:
-        seed = f"KiroFallback/credential-{credential.pk}"
+        seed = f"KiroFallback/credential-{credential_id}"
     return hashlib.sha256(seed.encode()).hexdigest()
 
 
@@ -219,95 +234,163 @@ def read_gateway_config() -> GatewayConfig:
     )
 
 
-_KEY_FIELDS = ("id", "name", "group__name", "is_system", "last_used_at")
+_KEY_LIMITS = (
+    "rpm_limit",
+    "daily_token_budget",
+    "monthly_token_budget",
+    "daily_credit_budget",
+    "monthly_credit_budget",
+)  # credentials.limits.LIMIT_FIELDS (a test keeps the two equal)
+
+
+@functools.cache
+def _key_sql() -> str:
+    K, G = ClientKey, CredentialGroup
+    own = ("id", "name")
+    return (
+        f"SELECT {fastsql.columns(K, own, 'k.')}, g.{fastsql.column(G, 'name')}, "
+        f"{fastsql.columns(K, ('is_system', 'last_used_at', *_KEY_LIMITS), 'k.')} "
+        f"FROM {fastsql.table(K)} k LEFT JOIN {fastsql.table(G)} g "
+        f"ON g.{fastsql.column(G, 'id')} = k.{fastsql.column(K, 'group')} "
+        f"WHERE k.{fastsql.column(K, 'key_hash')} = %s AND k.{fastsql.column(K, 'enabled')} = %s"
+    )
 
 
 def client_key_by_hash(key_hash: str) -> KeyIdentity | None:
     """Return the enabled client key with this SHA-256 hash (one indexed lookup).
 
-    Never cached: a disabled or rotated key stops at once, in every process (issue 5)."""
-    from credentials.limits import LIMIT_FIELDS
-
-    row = (
-        ClientKey.objects.filter(key_hash=key_hash, enabled=True)
-        .values_list(*_KEY_FIELDS, *LIMIT_FIELDS)
-        .first()
-    )
-    if row is None:
+    Never cached: a disabled or rotated key stops at once, in every process (issue 5).
+    Hand-built SQL: this runs on every request (kiro_site/fastsql.py)."""
+    rows = fastsql.fetch(_key_sql(), (key_hash, True))
+    if not rows:
         return None
-    key_id, name, group, is_system, last_used_at, *limits = row
+    key_id, name, group, is_system, last_used_at, *limits = rows[0]
     return KeyIdentity(
         key_id,
         name,
         group,
-        is_system,
+        bool(is_system),
         limited=any(value is not None for value in limits),
-        last_used_at=last_used_at,
+        last_used_at=fastsql.convert_row(ClientKey, ("last_used_at",), (last_used_at,))[0],
     )
 
 
-def pool_candidates(*, group: str | None) -> list[Candidate]:
-    """Return every credential that the key's group may use, as selection snapshots."""
-    queryset = Credential.objects.prefetch_related("groups").only(
-        "id", "priority", "enabled", "disabled_reason", "cooldown_until", "subscription_title",
-        "success_count", "available_models", "self_heal_rounds", "last_self_heal_at",
-        "self_heal_model",
-    )  # fmt: skip
-    if group is not None:
-        queryset = queryset.filter(groups__name=group)
-    return [
-        Candidate(
-            id=c.pk,
-            priority=c.priority,
-            enabled=c.enabled,
-            disabled_reason=c.disabled_reason,
-            cooldown_until=c.cooldown_until,
-            subscription_title=c.subscription_title,
-            groups=frozenset(g.name for g in c.groups.all()),
-            success_count=c.success_count,
-            models=frozenset(m.lower() for m in c.available_models)
-            if c.available_models is not None
-            else None,
-            self_heal_rounds=c.self_heal_rounds,
-            last_self_heal_at=c.last_self_heal_at,
-            self_heal_model=c.self_heal_model,
+_CANDIDATE_FIELDS = (
+    "id", "priority", "enabled", "disabled_reason", "cooldown_until", "subscription_title",
+    "success_count", "available_models", "self_heal_rounds", "last_self_heal_at",
+    "self_heal_model",
+)  # fmt: skip
+
+
+@functools.cache
+def _candidates_sql(grouped: bool) -> str:
+    C = Credential
+    sql = f"SELECT {fastsql.columns(C, _CANDIDATE_FIELDS)} FROM {fastsql.table(C)}"
+    if grouped:
+        through = Credential.groups.through
+        member = fastsql.quote(Credential._meta.get_field("groups").m2m_column_name())
+        group_id = fastsql.quote(Credential._meta.get_field("groups").m2m_reverse_name())
+        G = CredentialGroup
+        sql += (
+            f" WHERE {fastsql.column(C, 'id')} IN (SELECT m.{member} "
+            f"FROM {fastsql.table(through)} m JOIN {fastsql.table(G)} g "
+            f"ON g.{fastsql.column(G, 'id')} = m.{group_id} "
+            f"WHERE g.{fastsql.column(G, 'name')} = %s)"
         )
-        for c in queryset
-    ]
+    return sql + f" ORDER BY {fastsql.columns(C, ('priority', 'id'))}"
+
+
+def pool_candidates(*, group: str | None) -> list[Candidate]:
+    """Return every credential that the key's group may use, as selection snapshots.
+
+    A grouped key sees only its group's credentials (spec kiro-ops §3.11), so `groups` holds
+    that group; for an ungrouped key, membership plays no part and `groups` is left empty.
+    Hand-built SQL: this runs on every request (kiro_site/fastsql.py)."""
+    rows = fastsql.fetch(_candidates_sql(group is not None), (group,) if group else ())
+    groups = frozenset((group,)) if group is not None else frozenset()
+    out = []
+    for row in rows:
+        (cid, priority, enabled, reason, cooldown, title, successes, models, rounds, healed,
+         heal_model) = fastsql.convert_row(Credential, _CANDIDATE_FIELDS, row)  # fmt: skip
+        out.append(
+            Candidate(
+                id=cid,
+                priority=priority,
+                enabled=enabled,
+                disabled_reason=reason,
+                cooldown_until=cooldown,
+                subscription_title=title,
+                groups=groups,
+                success_count=successes,
+                models=frozenset(m.lower() for m in models) if models is not None else None,
+                self_heal_rounds=rounds,
+                last_self_heal_at=healed,
+                self_heal_model=heal_model,
+            )
+        )
+    return out
+
+
+_ACCESS_FIELDS = (
+    "id", "auth_method", "provider", "refresh_token", "access_token", "expires_at",
+    "token_version", "client_id", "client_secret", "kiro_api_key", "token_endpoint", "scopes",
+    "region", "auth_region", "api_region", "machine_id", "profile_arn", "endpoint",
+    "proxy_url", "proxy_username", "proxy_password", "models_checked_at",
+)  # fmt: skip
+
+
+@functools.cache
+def _access_sql() -> str:
+    C = Credential
+    return (
+        f"SELECT {fastsql.columns(C, _ACCESS_FIELDS)} FROM {fastsql.table(C)} "
+        f"WHERE {fastsql.column(C, 'id')} = %s"
+    )
 
 
 def credential_access(*, credential_id: int, config: GatewayConfig) -> CredentialAccess | None:
-    """Return what calling Kiro as this credential needs, or None if it is gone."""
-    c = Credential.objects.filter(pk=credential_id).first()
-    if c is None:
+    """Return what calling Kiro as this credential needs, or None if it is gone.
+
+    Hand-built SQL: this runs on every request (kiro_site/fastsql.py)."""
+    rows = fastsql.fetch(_access_sql(), (credential_id,))
+    if not rows:
         return None
-    machine_id = machine_id_for(c, config.machine_id)
-    if not c.machine_id and not config.machine_id:
+    c = dict(
+        zip(_ACCESS_FIELDS, fastsql.convert_row(Credential, _ACCESS_FIELDS, rows[0]), strict=True)
+    )
+    machine_id = machine_id_from(
+        own=c["machine_id"],
+        config_machine_id=config.machine_id,
+        kiro_api_key=c["kiro_api_key"],
+        refresh_token=c["refresh_token"],
+        credential_id=c["id"],
+    )
+    if not c["machine_id"] and not config.machine_id:
         # spec §9.1: derived once and kept, so it survives refresh-token rotation.
         from credentials.services import credential_pin_machine_id
 
-        credential_pin_machine_id(credential_id=c.pk, machine_id=machine_id)
+        credential_pin_machine_id(credential_id=c["id"], machine_id=machine_id)
     return CredentialAccess(
-        id=c.pk,
-        auth_method=c.auth_method,
-        provider=c.provider,
-        refresh_token=c.refresh_token,
-        access_token=c.access_token,
-        expires_at=c.expires_at,
-        token_version=c.token_version,
-        client_id=c.client_id,
-        client_secret=c.client_secret,
-        kiro_api_key=c.kiro_api_key,
-        token_endpoint=c.token_endpoint,
-        scopes=c.scopes,
+        id=c["id"],
+        auth_method=c["auth_method"],
+        provider=c["provider"],
+        refresh_token=c["refresh_token"],
+        access_token=c["access_token"],
+        expires_at=c["expires_at"],
+        token_version=c["token_version"],
+        client_id=c["client_id"],
+        client_secret=c["client_secret"],
+        kiro_api_key=c["kiro_api_key"],
+        token_endpoint=c["token_endpoint"],
+        scopes=c["scopes"],
         # spec kiro-protocol §1.1: region precedence.
-        auth_region=c.auth_region or c.region or config.auth_region or config.region,
-        api_region=c.api_region or config.api_region or config.region,
+        auth_region=c["auth_region"] or c["region"] or config.auth_region or config.region,
+        api_region=c["api_region"] or config.api_region or config.region,
         machine_id=machine_id,
-        profile_arn=c.profile_arn,
-        endpoint=c.endpoint or config.default_endpoint,
-        proxy_url=c.proxy_url,
-        proxy_username=c.proxy_username,
-        proxy_password=c.proxy_password,
-        models_checked_at=c.models_checked_at,
+        profile_arn=c["profile_arn"],
+        endpoint=c["endpoint"] or config.default_endpoint,
+        proxy_url=c["proxy_url"],
+        proxy_username=c["proxy_username"],
+        proxy_password=c["proxy_password"],
+        models_checked_at=c["models_checked_at"],
     )

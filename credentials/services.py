@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import string
 from collections.abc import Iterable
@@ -11,7 +12,7 @@ from typing import Any
 
 from django.core.management.color import no_style
 from django.db import connection, transaction
-from django.db.models import Case, CharField, F, Max, Q, Value, When
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from credentials import batch_import, kiro_files, selectors
@@ -27,6 +28,7 @@ from credentials.models import (
     mask_proxy_url,
     sha256_hex,
 )
+from kiro_site import fastsql
 
 _BASE62 = string.ascii_letters + string.digits
 SYSTEM_KEY_NAME = "System key (config.json apiKey)"
@@ -385,29 +387,41 @@ def credential_cooldown(*, credential_id: int, seconds: int) -> None:
 
 
 def credential_report_success(*, credential_id: int, model: str | None) -> None:
-    """Record a served request: counters, last use, cooldown and self-heal streak cleared."""
-    now = timezone.now()
-    changes: dict[str, Any] = {
-        "success_count": F("success_count") + 1,
-        "last_used_at": now,
-        "failure_count": 0,
-        "refresh_failure_count": 0,
-        "cooldown_until": None,
-    }
+    """Record a served request: counters, last use, cooldown and self-heal streak cleared.
+
+    One UPDATE (every served request runs it): hand-built SQL (kiro_site/fastsql.py). SET
+    expressions all read the row as it was, so the CASEs see the old self_heal_model."""
+    now = fastsql.prep(Credential, "last_used_at", timezone.now())
+    sql, params = _success_sql(bool(model)), [now]
     if model:
-        # spec kiro-ops §3.9: only a success on the streak's own model clears it (one UPDATE).
-        same = Q(self_heal_model=model.lower())
-        for name, cleared in (("self_heal_rounds", 0), ("last_self_heal_at", None)):
-            output = Credential._meta.get_field(name)
-            changes[name] = Case(
-                When(same, then=Value(cleared, output_field=output)),
-                default=F(name),
-                output_field=output,
-            )
-        changes["self_heal_model"] = Case(
-            When(same, then=Value("")), default=F("self_heal_model"), output_field=CharField()
-        )
-    Credential.objects.filter(pk=credential_id).update(**changes)
+        # spec kiro-ops §3.9: only a success on the streak's own model clears it.
+        params += [model.lower()] * 3
+    fastsql.execute(sql, [*params, credential_id])
+
+
+@functools.cache
+def _success_sql(with_model: bool) -> str:
+    def c(name: str) -> str:
+        return fastsql.column(Credential, name)
+
+    sets = [
+        f"{c('success_count')} = {c('success_count')} + 1",
+        f"{c('last_used_at')} = %s",
+        f"{c('failure_count')} = 0",
+        f"{c('refresh_failure_count')} = 0",
+        f"{c('cooldown_until')} = NULL",
+    ]
+    if with_model:
+        same = f"{c('self_heal_model')} = %s"
+        sets += [
+            f"{c('self_heal_rounds')} = CASE WHEN {same} THEN 0 ELSE {c('self_heal_rounds')} END",
+            f"{c('last_self_heal_at')} = CASE WHEN {same} THEN NULL "
+            f"ELSE {c('last_self_heal_at')} END",
+            f"{c('self_heal_model')} = CASE WHEN {same} THEN '' ELSE {c('self_heal_model')} END",
+        ]
+    return (
+        f"UPDATE {fastsql.table(Credential)} SET {', '.join(sets)} WHERE {c('id')} = %s"
+    )
 
 
 def credential_self_heal(*, credential_ids: Iterable[int], model: str | None) -> int:

@@ -11,6 +11,7 @@ from django.utils import timezone
 from credentials import services as credential_services
 from credentials.limits import Reservation
 from credentials.models import ClientKey
+from kiro_site import fastsql
 from usage import jsonl, live, metrics
 from usage.models import UpstreamAttempt, UsageRecord, UsageStatus
 
@@ -82,32 +83,50 @@ def usage_record_write(*, draft: UsageDraft) -> int:
 def usage_record_store(*, draft: UsageDraft) -> UsageRecord:
     """Insert the record and its attempts and move the counters, in the caller's transaction.
 
-    No side effects: the caller runs them after the commit (`usage_record_write` does)."""
+    No side effects: the caller runs them after the commit (`usage_record_write` does).
+    Every request runs this: the statements are hand-built (kiro_site/fastsql.py)."""
     now = timezone.now()
-    record = UsageRecord.objects.create(
-        created_at=now,
-        client_key_id=draft.client_key_id,
-        endpoint=draft.endpoint,
-        model_requested=draft.model_requested[:200],
-        model_sent=draft.model_sent[:200],
-        credential_id=draft.credential_id,
-        status=draft.status,
-        http_status=draft.http_status,
-        error_type=draft.error_type[:64],
-        error_message=draft.error_message[:4000],
-        stream=draft.stream,
-        input_tokens=max(0, draft.input_tokens),
-        output_tokens=max(0, draft.output_tokens),
-        cache_creation_tokens=max(0, draft.cache_creation_tokens),
-        cache_read_tokens=max(0, draft.cache_read_tokens),
-        credits=max(0.0, draft.credits),
-        latency_ms=max(0, draft.latency_ms),
-        first_token_ms=draft.first_token_ms,
-        attempt_count=len(draft.attempts),
-        normalizer_rules=list(draft.normalizer_rules),
-    )
+    values = {
+        "created_at": now,
+        "client_key_id": draft.client_key_id,
+        "endpoint": draft.endpoint,
+        "model_requested": draft.model_requested[:200],
+        "model_sent": draft.model_sent[:200],
+        "credential_id": draft.credential_id,
+        "status": draft.status,
+        "http_status": draft.http_status,
+        "error_type": draft.error_type[:64],
+        "error_message": draft.error_message[:4000],
+        "stream": draft.stream,
+        "input_tokens": max(0, draft.input_tokens),
+        "output_tokens": max(0, draft.output_tokens),
+        "cache_creation_tokens": max(0, draft.cache_creation_tokens),
+        "cache_read_tokens": max(0, draft.cache_read_tokens),
+        "credits": max(0.0, draft.credits),
+        "latency_ms": max(0, draft.latency_ms),
+        "first_token_ms": draft.first_token_ms,
+        "attempt_count": len(draft.attempts),
+        "normalizer_rules": list(draft.normalizer_rules),
+    }
+    record = UsageRecord(pk=fastsql.insert(UsageRecord, values), **values)
+    record._state.adding = False
     if draft.attempts:
-        _store_attempts(record, draft)
+        fastsql.insert_many(
+            UpstreamAttempt,
+            [
+                {
+                    "usage_record_id": record.pk,
+                    "attempt": index,
+                    "credential_id": attempt.credential_id,
+                    "endpoint": attempt.endpoint,
+                    "http_status": attempt.http_status,
+                    "outcome": attempt.outcome,
+                    "error_snippet": trim_snippet(attempt.error_snippet),
+                    "duration_ms": attempt.duration_ms,
+                }
+                for index, attempt in enumerate(draft.attempts)
+            ],
+        )
     served = [a for a in draft.attempts if a.outcome == "success" and a.credential_id]
     if served:
         # spec kiro-ops §3.5: success is the response headers arriving, even if the stream
@@ -125,22 +144,6 @@ def usage_record_store(*, draft: UsageDraft) -> UsageRecord:
                 pk=draft.client_key_id, name=draft.key_name, is_system=draft.key_is_system
             )
     return record
-
-
-def _store_attempts(record: UsageRecord, draft: UsageDraft) -> None:
-    UpstreamAttempt.objects.bulk_create(
-        UpstreamAttempt(
-            usage_record=record,
-            attempt=index,
-            credential_id=attempt.credential_id,
-            endpoint=attempt.endpoint,
-            http_status=attempt.http_status,
-            outcome=attempt.outcome,
-            error_snippet=trim_snippet(attempt.error_snippet),
-            duration_ms=attempt.duration_ms,
-        )
-        for index, attempt in enumerate(draft.attempts)
-    )
 
 
 def after_commit_local(record: UsageRecord, attempts: list[AttemptDraft]) -> None:
