@@ -377,6 +377,9 @@ class FakeKiroApp:
         grant = body.get("grantType")
         client_id, client_secret = body.get("clientId"), body.get("clientSecret")
         if grant == "urn:ietf:params:oauth:grant-type:device_code":
+            script = self.state.take_script("device", None)  # slow_down, expired_token, ...
+            if script is not None:
+                return self._serve(script, entry)
             result = self.state.poll_device(
                 str(body.get("deviceCode")), str(client_id), str(client_secret)
             )
@@ -461,8 +464,8 @@ class FakeKiroApp:
             "userCode": session.user_code,
             "verificationUri": f"http://{host}/device",
             "verificationUriComplete": f"http://{host}/device?user_code={session.user_code}",
-            "expiresIn": 600,
-            "interval": 1,
+            "expiresIn": self.state.config.device_expires_in,
+            "interval": self.state.config.device_interval,
         }
         return self._plain(200, _json(answer))
 

@@ -22,7 +22,7 @@ from gateway.fakekiro.script import Script, Slicing, Transfer
 AuthKind = Literal["social", "idc", "external_idp", "api_key"]
 AUTH_KINDS = ("social", "idc", "external_idp", "api_key")
 # Routes whose answers can be scripted.
-ROUTES = ("chat", "mcp", "refresh", "usage", "models", "profiles", "preference")
+ROUTES = ("chat", "mcp", "refresh", "usage", "models", "profiles", "preference", "device")
 
 SOCIAL_PROFILE_ARN = "arn:aws:codewhisperer:us-east-1:699475941385:profile/EHGA3GRVQMUK"
 DEFAULT_MODELS = (
@@ -206,6 +206,8 @@ class ServeConfig:
     transfer: Transfer = "chunked"
     reset_grace: float = 0.02
     context_limit_bytes: int | None = None
+    device_expires_in: int = 600  # StartDeviceAuthorization's expiresIn (spec §8.4)
+    device_interval: int = 1  # and its polling interval
 
 
 class FakeState:

@@ -219,3 +219,28 @@ def test_it_runs_the_device_code_login(fake_kiro: FakeKiroThread) -> None:
         fake_kiro, granted.json()["refreshToken"], creds["clientId"], creds["clientSecret"]
     )
     assert refresh.status_code == 200
+
+
+def test_device_lifetime_interval_and_scripted_polls_are_configurable(
+    fake_kiro: FakeKiroThread,
+) -> None:
+    base = fake_kiro.base_url
+    fake_kiro.configure(device_expires_in=30, device_interval=7)
+    creds = httpx.post(f"{base}/client/register", json={}, timeout=TIMEOUT).json()
+    device = httpx.post(
+        f"{base}/device_authorization", json={**creds, "startUrl": ""}, timeout=TIMEOUT
+    ).json()
+    fake_kiro.script(Script.json({"error": "slow_down"}, status=400), route="device")
+    poll = {
+        "clientId": creds["clientId"],
+        "clientSecret": creds["clientSecret"],
+        "grantType": "urn:ietf:params:oauth:grant-type:device_code",
+        "deviceCode": device["deviceCode"],
+    }
+
+    scripted = httpx.post(f"{base}/token", json=poll, timeout=TIMEOUT)
+    unscripted = httpx.post(f"{base}/token", json=poll, timeout=TIMEOUT)
+
+    assert (device["expiresIn"], device["interval"]) == (30, 7)
+    assert (scripted.status_code, scripted.json()["error"]) == (400, "slow_down")
+    assert unscripted.json()["error"] == "authorization_pending"
