@@ -6,16 +6,25 @@ take secrets write-only, search covers labels only, and filters on secret column
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.core.exceptions import PermissionDenied
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -30,10 +39,13 @@ from credentials.forms import (
     CredentialConsoleForm,
     GatewaySettingsForm,
     GroupEditForm,
+    IdcLoginForm,
     KiroImportForm,
     ModelTestForm,
     ProxyBulkAddForm,
     ProxyEntryForm,
+    SocialCompleteForm,
+    SocialLoginForm,
 )
 from credentials.kiro_files import KiroFileError, dump_json
 from credentials.models import (
@@ -46,7 +58,10 @@ from credentials.models import (
     LimitWindowKind,
     ProxyEntry,
 )
-from gateway import operations  # admin views are the console; they call gateway's I/O
+from gateway import login, operations  # admin views are the console; they call gateway's I/O
+from gateway.db import db
+
+log = logging.getLogger(__name__)
 
 _SECRET_LOOKUPS = (
     "refresh_token",
@@ -61,6 +76,8 @@ _SECRET_LOOKUPS = (
 )
 _IMPORT_SESSION_KEY = "kiro_import_pending"
 BATCH_IMPORT_TEMPLATE = "admin/credentials/credential/batch_import.html"
+LOGIN_TEMPLATE = "admin/credentials/credential/login.html"
+LOGIN_SESSION_TEMPLATE = "admin/credentials/credential/login_session.html"
 
 
 # Django 6 assumes https for scheme-less URLs; say so now so 5.2 and 6 behave alike.
@@ -220,6 +237,9 @@ class CredentialAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
             **(extra_context or {}),
             "can_import_kiro": self.has_import_kiro_permission(request),
             "can_export_kiro": self.has_export_kiro_permission(request),
+            # Django's change list context has neither: the tool buttons need them.
+            "has_change_permission": self.has_change_permission(request),
+            "has_delete_permission": self.has_delete_permission(request),
         }
         return super().changelist_view(request, extra_context)
 
@@ -322,10 +342,7 @@ class CredentialAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
         context = self._ops_context(request, None, "Batch import accounts")
         if request.method != "POST":
             return TemplateResponse(request, BATCH_IMPORT_TEMPLATE, context)
-        pasted = request.POST.get("text", "")
-        texts = [("pasted JSON", pasted)] if pasted.strip() else []
-        for upload in request.FILES.getlist("files"):
-            texts.append((upload.name or "upload", upload.read().decode("utf-8-sig", "replace")))
+        texts = _batch_texts(request)
         if not texts:
             context["error"] = "Paste JSON or choose at least one file."
             return TemplateResponse(request, BATCH_IMPORT_TEMPLATE, context)
@@ -352,6 +369,27 @@ class CredentialAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
             )
         context.update(outcomes=outcomes, summary=batch_import.summarise(outcomes))
         return TemplateResponse(request, BATCH_IMPORT_TEMPLATE, context)
+
+    @method_decorator(sensitive_post_parameters())
+    def batch_import_stream_view(self, request: HttpRequest) -> HttpResponse:
+        """Import like `batch_import_view`, streaming one SSE event per item (spec §6.3)."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponse(status=405)
+        texts = _batch_texts(request)
+        if not texts:
+            return JsonResponse({"error": "Paste JSON or choose at least one file."}, status=400)
+        events = batch_import_events(
+            items=batch_import.parse_batch(texts),
+            include_errored=bool(request.POST.get("include_errored")),
+            verify=bool(request.POST.get("verify")),
+            user_id=request.user.pk,
+        )
+        response = StreamingHttpResponse(events, content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
 
     # --- operator console: balance, token, models, overage, bulk edits (spec kiro-ops §8) ---
 
@@ -436,6 +474,37 @@ class CredentialAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
                 "clear-disabled/",
                 wrap(self.clear_disabled_view),
                 name="credentials_credential_clear_disabled",
+            ),
+            path(
+                "overage-all/",
+                wrap(self.overage_all_view),
+                name="credentials_credential_overage_all",
+            ),
+            path(
+                "batch-import/stream/",
+                wrap(self.batch_import_stream_view),
+                name="credentials_credential_batch_import_stream",
+            ),
+            path("login/", wrap(self.login_view), name="credentials_credential_login"),
+            path(
+                "<int:object_id>/relogin/",
+                wrap(self.relogin_view),
+                name="credentials_credential_relogin",
+            ),
+            path(
+                "login/<str:sid>/",
+                wrap(self.login_session_view),
+                name="credentials_credential_login_session",
+            ),
+            path(
+                "login/<str:sid>/poll/",
+                wrap(self.login_poll_view),
+                name="credentials_credential_login_poll",
+            ),
+            path(
+                "login/<str:sid>/complete/",
+                wrap(self.login_complete_view),
+                name="credentials_credential_login_complete",
             ),
         ]
 
@@ -539,6 +608,250 @@ class CredentialAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
         return TemplateResponse(
             request, "admin/credentials/credential/clear_disabled.html", context
         )
+
+    def overage_all_view(self, request: HttpRequest) -> HttpResponse:
+        """Enable overage on every enabled, capable credential where it is off (POST, #134)."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponse(status=405)
+        candidates: dict[int, Credential] = {}
+        already = not_capable = 0
+        for obj in Credential.objects.filter(enabled=True).order_by("pk"):
+            if obj.overage_status == "ENABLED":
+                already += 1
+            elif obj.overage_capability in ("NOT_OVERAGE_CAPABLE", "NOT_AVAILABLE"):
+                not_capable += 1
+            else:  # capable, or not known yet: the operation checks the balance first
+                candidates[obj.pk] = obj
+        outcomes = operations.run_sync(
+            operations.enable_overage_all, credential_ids=list(candidates)
+        )
+        failed = []
+        enabled = 0
+        for outcome in outcomes:
+            if outcome.outcome == "enabled":
+                enabled += 1
+                self.log_change(
+                    request, candidates[outcome.credential_id], "Set overage ENABLED (admin, all)"
+                )
+            elif outcome.outcome == "already_enabled":
+                already += 1
+            elif outcome.outcome == "not_capable":
+                not_capable += 1
+            else:
+                failed.append(f"{candidates[outcome.credential_id]}: {outcome.detail}")
+        self.message_user(
+            request,
+            f"Enabled overage on {enabled} credential(s); skipped {already + not_capable} "
+            f"({already} already enabled, {not_capable} not overage-capable). Disabled "
+            "credentials were not considered.",
+            messages.SUCCESS,
+        )
+        for line in failed:
+            self.message_user(request, f"Overage not enabled for {line}", messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:credentials_credential_changelist"))
+
+    # --- login flows (spec kiro-ops §8.4) ---
+
+    def save_model(self, request: HttpRequest, obj: Credential, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change:
+            # spec §8.1: the add flow fetches the balance right away. After the commit: the
+            # operation reads the row from another thread and connection.
+            transaction.on_commit(lambda: self._balance_after_add(request, obj.pk))
+
+    def _balance_after_add(self, request: HttpRequest, credential_id: int) -> None:
+        """Fetch a new credential's balance; a failure is a warning, the credential stays."""
+        try:
+            operations.run_sync(operations.check_balance, credential_id=credential_id, force=True)
+        except operations.OperationError as exc:
+            self.message_user(
+                request,
+                f"Credential #{credential_id} saved, but its balance could not be fetched: {exc}",
+                messages.WARNING,
+            )
+
+    @method_decorator(sensitive_post_parameters())
+    def login_view(self, request: HttpRequest) -> HttpResponse:
+        """Add a credential by IdC device-code or Social login (operators only)."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        return self._login_start(request, None)
+
+    @method_decorator(sensitive_post_parameters())
+    def relogin_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """Log an existing credential in again, keeping its id, priority, groups and email."""
+        obj = self._ops_object(request, object_id)
+        if obj.auth_method not in ("social", "idc"):
+            self.message_user(
+                request, "Only Social and IdC credentials can log in again.", messages.ERROR
+            )
+            return self._back(obj)
+        return self._login_start(request, obj)
+
+    def _login_start(self, request: HttpRequest, obj: Credential | None) -> HttpResponse:
+        relogin = obj is not None
+        flow = request.POST.get("flow") if request.method == "POST" else None
+        idc_initial = {}
+        if obj is not None and obj.auth_method == "idc":
+            idc_initial = {
+                "start_url": obj.start_url or login.BUILDER_ID_START_URL,
+                "region": obj.auth_region or obj.region or login.DEFAULT_REGION,
+            }
+        idc_form = IdcLoginForm(
+            request.POST if flow == "idc" else None, relogin=relogin, initial=idc_initial
+        )
+        social_form = SocialLoginForm(request.POST if flow == "social" else None, relogin=relogin)
+        title = f"Log {obj} in again" if obj else "Add a credential by login"
+        context = self._ops_context(request, obj, title)
+        context.update(idc_form=idc_form, social_form=social_form, relogin=relogin)
+        started = None
+        if flow == "social" and obj is not None and obj.auth_method != "social":
+            flow = None  # an IdC credential keeps its client registration: device code only
+            context["error"] = "Only a Social credential can log in again by Social login."
+        try:
+            if flow == "idc" and idc_form.is_valid():
+                data = idc_form.cleaned_data
+                started = login.idc_start(
+                    user_id=request.user.pk,
+                    start_url=data["start_url"],
+                    region=data["region"],
+                    priority=data.get("priority"),
+                    email=data.get("email") or "",
+                    proxy_url=data.get("proxy_url") or "",
+                    credential_id=obj.pk if obj else None,
+                )
+            elif flow == "social" and social_form.is_valid():
+                data = social_form.cleaned_data
+                started = login.social_start(
+                    user_id=request.user.pk,
+                    priority=data.get("priority"),
+                    email=data.get("email") or "",
+                    proxy_url=data.get("proxy_url") or "",
+                    credential_id=obj.pk if obj else None,
+                )
+        except login.LoginError as exc:
+            context["error"] = str(exc)
+        if started is not None:
+            return HttpResponseRedirect(
+                reverse("admin:credentials_credential_login_session", args=[started.sid])
+            )
+        return TemplateResponse(request, LOGIN_TEMPLATE, context)
+
+    def _login_page(self, request: HttpRequest, sid: str) -> login.LoginPage | None:
+        """Return the user's live session, checking the permission its purpose needs."""
+        found = login.page(sid=sid, user_id=request.user.pk)
+        if found is None:
+            if not (self.has_add_permission(request) or self.has_change_permission(request)):
+                raise PermissionDenied
+            return None
+        if found.credential_id is None:
+            if not self.has_add_permission(request):
+                raise PermissionDenied
+        else:
+            self._ops_object(request, found.credential_id)
+        return found
+
+    def login_session_view(self, request: HttpRequest, sid: str) -> HttpResponse:
+        """Show a running login: the device code and link, or the social sign-in URL."""
+        found = self._login_page(request, sid)
+        return self._render_session(request, sid, found)
+
+    def _render_session(
+        self,
+        request: HttpRequest,
+        sid: str,
+        found: login.LoginPage | None,
+        *,
+        error: str = "",
+        form: SocialCompleteForm | None = None,
+        status: int = 200,
+    ) -> HttpResponse:
+        obj = Credential.objects.filter(pk=found.credential_id).first() if found else None
+        context = self._ops_context(request, obj, "Log in")
+        context.update(
+            session=found,
+            sid=sid,
+            error=error or ("" if found else "This login session has expired; start again."),
+            complete_form=form or SocialCompleteForm(),
+            poll_url=reverse("admin:credentials_credential_login_poll", args=[sid]),
+            complete_url=reverse("admin:credentials_credential_login_complete", args=[sid]),
+            restart_url=reverse("admin:credentials_credential_relogin", args=[obj.pk])
+            if obj
+            else reverse("admin:credentials_credential_login"),
+        )
+        response = TemplateResponse(request, LOGIN_SESSION_TEMPLATE, context, status=status)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def login_poll_view(self, request: HttpRequest, sid: str) -> HttpResponse:
+        """Make one device-code token call (POST) and answer JSON for the page's script."""
+        if request.method != "POST":
+            return HttpResponse(status=405)
+        found = self._login_page(request, sid)
+        if found is None:
+            result = login.expired("idc")
+        elif found.kind != "idc":
+            return JsonResponse({"status": "error", "message": "Not a device login."}, status=400)
+        else:
+            result = login.idc_poll(sid=sid, user_id=request.user.pk)
+        payload = self._login_outcome(request, result)
+        after = login.page(sid=sid, user_id=request.user.pk)  # slow_down lengthens it
+        payload["interval"] = after.interval if after else None
+        if "html" in request.POST:  # the no-script "Check now" button
+            if result.status == "done" and result.credential_id:
+                return HttpResponseRedirect(payload["credentialUrl"])
+            if result.status == "pending":
+                self.message_user(request, result.message, messages.INFO)
+                return HttpResponseRedirect(
+                    reverse("admin:credentials_credential_login_session", args=[sid])
+                )
+            return self._render_session(request, sid, None, error=result.message, status=400)
+        return JsonResponse(payload, headers={"Cache-Control": "no-store"})
+
+    @method_decorator(sensitive_post_parameters())
+    def login_complete_view(self, request: HttpRequest, sid: str) -> HttpResponse:
+        """Finish a Social login from the pasted redirect URL (POST)."""
+        if request.method != "POST":
+            return HttpResponse(status=405)
+        found = self._login_page(request, sid)
+        form = SocialCompleteForm(request.POST)
+        if found is None or found.kind != "social":
+            return self._render_session(request, sid, None, status=400)
+        if not form.is_valid():
+            return self._render_session(request, sid, found, form=form, status=400)
+        result = login.social_complete(
+            sid=sid, user_id=request.user.pk, redirect_url=form.cleaned_data["redirect_url"]
+        )
+        payload = self._login_outcome(request, result)
+        if result.status == "done":
+            return HttpResponseRedirect(payload["credentialUrl"])
+        # A state mismatch keeps the session: the page stays usable for the right URL.
+        still = login.page(sid=sid, user_id=request.user.pk)
+        return self._render_session(
+            request, sid, still, error=result.message, form=SocialCompleteForm(), status=400
+        )
+
+    def _login_outcome(self, request: HttpRequest, result: login.LoginResult) -> dict[str, Any]:
+        """Audit a finished login, queue its messages, and return the JSON-safe outcome."""
+        payload: dict[str, Any] = {"status": result.status, "message": result.message}
+        if result.status != "done" or result.credential_id is None:
+            return payload
+        obj = Credential.objects.get(pk=result.credential_id)
+        if result.created:
+            self.log_addition(request, obj, f"Added by {obj.auth_method} login (admin)")
+        else:
+            self.log_change(request, obj, f"Re-logged in by {obj.auth_method} login (admin)")
+        self.message_user(request, f"{obj}: {result.message}", messages.SUCCESS)
+        if result.warning:
+            self.message_user(request, f"{obj}: {result.warning}", messages.WARNING)
+        payload.update(
+            credentialId=obj.pk,
+            credentialUrl=reverse("admin:credentials_credential_change", args=[obj.pk]),
+            warning=result.warning,
+        )
+        return payload
 
     # One credential at a time; each reports through message_user and logs to the history.
 
@@ -758,6 +1071,125 @@ def _log_import(request: HttpRequest, plan: services.ImportPlan) -> None:
             change_message="Imported from kiro-rs config.json: "
             + ", ".join(sorted(plan.settings_values)),
         )
+
+
+def _batch_texts(request: HttpRequest) -> list[tuple[str, str]]:
+    """Return the pasted JSON and each uploaded file as `(name, text)` pairs."""
+    pasted = request.POST.get("text", "")
+    texts = [("pasted JSON", pasted)] if pasted.strip() else []
+    for upload in request.FILES.getlist("files"):
+        texts.append((upload.name or "upload", upload.read().decode("utf-8-sig", "replace")))
+    return texts
+
+
+# --- streamed batch import (spec kiro-ops §6.3) ------------------------------------------------
+
+_SSE_STATUS = {"imported": "imported", "verified": "verified", "duplicate": "duplicate"}
+
+
+def _import_item_logged(
+    run: services.BatchImportRun, item: batch_import.BatchItem, user_id: int
+) -> batch_import.BatchOutcome:
+    """Import one item and record the addition in the admin history, in one transaction."""
+    with transaction.atomic():
+        outcome = services.credential_batch_import_item(run=run, item=item)
+        if outcome.credential_id:
+            LogEntry.objects.log_actions(
+                user_id=user_id,
+                queryset=Credential.objects.filter(pk=outcome.credential_id),
+                action_flag=ADDITION,
+                change_message="Batch imported (admin)",
+            )
+    return outcome
+
+
+def _roll_back_logged(credential_id: int, user_id: int) -> None:
+    """Delete an imported credential that failed verification, recording the deletion."""
+    with transaction.atomic():
+        LogEntry.objects.log_actions(
+            user_id=user_id,
+            queryset=Credential.objects.filter(pk=credential_id),
+            action_flag=DELETION,
+            change_message="Batch import: verification failed, rolled back (admin)",
+        )
+        services.credential_delete(credential_ids=[credential_id])
+
+
+def _usage(balance: Any) -> str | None:
+    """Render a balance as "<current>/<limit>", rounded (spec §6.3)."""
+    if not isinstance(balance, dict):
+        return None
+    return f"{round(balance.get('current_usage') or 0)}/{round(balance.get('usage_limit') or 0)}"
+
+
+async def _import_and_verify(
+    run: services.BatchImportRun, item: batch_import.BatchItem, *, verify: bool, user_id: int
+) -> dict[str, Any]:
+    """Import one item (and verify it, rolling back a failure); return its event."""
+    outcome = await db(_import_item_logged, run, item, user_id)
+    event: dict[str, Any] = {"index": item.index}
+    if verify and outcome.outcome == "imported" and outcome.credential_id:
+        pk = outcome.credential_id
+        try:
+            result = await operations.check_balance(credential_id=pk, force=True)
+        except operations.OperationError as exc:
+            await db(_roll_back_logged, pk, user_id)
+            outcome = batch_import.apply_verification([outcome], {pk: (False, str(exc))})[0]
+            event["rolledBack"] = True
+        else:
+            outcome = batch_import.apply_verification([outcome], {pk: (True, "")})[0]
+            event["usage"] = _usage(result.balance)
+            event["subscription"] = result.balance.get("subscription_title") or None
+    event["status"] = _SSE_STATUS.get(outcome.outcome, "failed")
+    if outcome.credential_id:
+        event["credentialId"] = outcome.credential_id
+    if outcome.label:
+        event["email"] = outcome.label
+    if event["status"] in ("failed", "duplicate") and outcome.detail:
+        event["error"] = f"{outcome.outcome}: {outcome.detail}"
+    return event
+
+
+_finishing: set[asyncio.Task] = set()  # items whose client left mid-way; kept until done
+
+
+async def batch_import_events(
+    *,
+    items: list[batch_import.BatchItem],
+    include_errored: bool,
+    verify: bool,
+    user_id: int,
+) -> AsyncIterator[str]:
+    """Import items one at a time, yielding one `data: <json>` event each, then a summary.
+
+    An async generator: under ASGI a sync iterator would be buffered whole. Items run in
+    order (in-batch duplicates depend on it). When the client goes away (spec §6.3 "stop"),
+    the generator is closed at a `yield` or cancelled while an item runs: the item in
+    progress is shielded and still finishes (verified or rolled back, never half-done), no
+    new item starts, the finished ones are kept, and no summary is sent.
+    """
+    summary = dict.fromkeys(
+        ("total", "imported", "verified", "duplicate", "failed", "rolledBack"), 0
+    )
+    run = await db(services.credential_batch_import_start, include_errored=include_errored)
+    done = 0
+    try:
+        for item in items:
+            task = asyncio.ensure_future(
+                _import_and_verify(run, item, verify=verify, user_id=user_id)
+            )
+            _finishing.add(task)
+            task.add_done_callback(_finishing.discard)
+            event = await asyncio.shield(task)
+            summary["total"] += 1
+            summary[event["status"]] += 1
+            summary["rolledBack"] += 1 if event.get("rolledBack") else 0
+            done += 1
+            yield f"data: {json.dumps(event)}\n\n"
+    except (GeneratorExit, asyncio.CancelledError):
+        log.info("Batch import stopped by the client after %s of %s item(s)", done, len(items))
+        raise
+    yield f"data: {json.dumps({'status': 'summary', 'summary': summary})}\n\n"
 
 
 @admin.register(CredentialGroup)

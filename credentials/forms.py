@@ -306,3 +306,66 @@ class CredentialConsoleForm(CredentialForm):
         stored = self.instance.proxy_url if self.instance.pk else ""
         # The page shows the masked form; sending it back unchanged keeps the stored URL.
         return stored if stored and value == proxy_mask(stored) else value
+
+
+# --- login flows (spec kiro-ops §8.4) ----------------------------------------------------------
+
+BUILDER_ID_START_URL = "https://view.awsapps.com/start"
+
+
+class LoginOptionsForm(forms.Form):
+    """What a login adds besides tokens: priority, email and proxy (new credentials only)."""
+
+    priority = forms.IntegerField(required=False, min_value=0, help_text="Lower is preferred.")
+    email = forms.EmailField(required=False)
+    proxy_url = forms.CharField(
+        required=False,
+        label="Proxy",
+        widget=forms.TextInput(attrs={"size": 60, "autocomplete": "off"}),
+        help_text="scheme://[user:pass@]host:port, or 'direct'; empty uses the global proxy. "
+        "The login itself also goes through it.",
+    )
+
+    def __init__(self, *args: Any, relogin: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if relogin:  # a re-login keeps the credential's priority, email and proxy
+            for name in ("priority", "email", "proxy_url"):
+                self.fields.pop(name)
+
+    def clean_proxy_url(self) -> str:
+        url = (self.cleaned_data.get("proxy_url") or "").strip()
+        if url and url.lower() != "direct":
+            problem = proxy_url_problem(url)
+            if problem:
+                raise ValidationError(f"Invalid proxy URL: {problem}.")
+        return url
+
+
+class IdcLoginForm(LoginOptionsForm):
+    start_url = forms.URLField(
+        initial=BUILDER_ID_START_URL,
+        assume_scheme="https",
+        label="Start URL",
+        widget=forms.URLInput(attrs={"size": 60}),
+        help_text=f"{BUILDER_ID_START_URL} means Builder ID; any other start URL is Enterprise.",
+    )
+    region = forms.RegexField(
+        regex=r"^[a-z]{2}(-[a-z]+)+-\d$",
+        initial="us-east-1",
+        max_length=32,
+        error_messages={"invalid": "Enter an AWS region such as us-east-1."},
+    )
+    field_order = ["start_url", "region", "priority", "email", "proxy_url"]
+
+
+class SocialLoginForm(LoginOptionsForm):
+    pass
+
+
+class SocialCompleteForm(forms.Form):
+    redirect_url = forms.CharField(
+        label="Redirect URL",
+        max_length=4000,
+        widget=forms.TextInput(attrs={"size": 100, "autocomplete": "off"}),
+        help_text="The full address the browser ended on (http://127.0.0.1:3128/…?code=…).",
+    )

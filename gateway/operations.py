@@ -243,6 +243,37 @@ async def set_overage(*, credential_id: int, enabled: bool) -> str:
     return status
 
 
+@dataclass(frozen=True, slots=True)
+class OverageOutcome:
+    credential_id: int
+    outcome: str  # "enabled" | "already_enabled" | "not_capable" | "failed"
+    detail: str = ""
+
+
+async def enable_overage_all(*, credential_ids: Iterable[int]) -> list[OverageOutcome]:
+    """Switch overage on where capable and still off; report the rest (spec #134)."""
+    gate = asyncio.Semaphore(VERIFY_CONCURRENCY)
+
+    async def one(credential_id: int) -> OverageOutcome:
+        async with gate:
+            try:
+                balance = (await check_balance(credential_id=credential_id)).balance
+            except OperationError as exc:
+                return OverageOutcome(credential_id, "failed", str(exc))
+            if balance.get("overage_enabled") is True:
+                return OverageOutcome(credential_id, "already_enabled")
+            if balance.get("overage_capable") is not True:
+                raw = balance.get("overage_capability_raw") or "unknown"
+                return OverageOutcome(credential_id, "not_capable", raw)
+            try:
+                await set_overage(credential_id=credential_id, enabled=True)
+            except OperationError as exc:
+                return OverageOutcome(credential_id, "failed", str(exc))
+            return OverageOutcome(credential_id, "enabled")
+
+    return list(await asyncio.gather(*(one(pk) for pk in credential_ids)))
+
+
 async def _post_preference(ctx: _Context, body: bytes) -> httpx.Response:
     """POST setUserPreference through the upstream module (spec §1.6)."""
     try:

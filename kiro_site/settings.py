@@ -191,6 +191,8 @@ KIRO_SOCIAL_AUTH_BASE_URL = env.str(
 KIRO_IDC_AUTH_BASE_URL = env.str(
     "KIRO_IDC_AUTH_BASE_URL", default="https://oidc.{region}.amazonaws.com"
 )
+# The Kiro sign-in portal of the social (Google/GitHub) login in the admin (spec kiro-ops §8.4).
+KIRO_SOCIAL_PORTAL_URL = env.str("KIRO_SOCIAL_PORTAL_URL", default="https://app.kiro.dev")
 KIRO_PROXY_PROBE_URL = env.str(
     "KIRO_PROXY_PROBE_URL", default="https://www.gstatic.com/generate_204"
 )
