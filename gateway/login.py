@@ -10,8 +10,8 @@ Sessions hold secrets (client secret, device code, PKCE verifier): they live in 
 cache, encrypted like the credential columns, with the flow's lifetime as TTL, and are bound
 to the staff user who started them. Nothing secret is logged or returned to a page.
 
-The HTTP calls go through `gateway.upstream`'s pooled clients (proxy and TLS trust settings)
-and run from the sync admin through `operations.run_sync`.
+The HTTP calls are `gateway.upstream`'s login functions (its pooled clients, proxy and TLS
+trust settings); they run from the sync admin through `operations.run_sync`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,14 +43,6 @@ log = logging.getLogger(__name__)
 
 BUILDER_ID_START_URL = "https://view.awsapps.com/start"
 DEFAULT_REGION = "us-east-1"
-DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-OIDC_SCOPES = [
-    "codewhisperer:completions",
-    "codewhisperer:analysis",
-    "codewhisperer:conversations",
-    "codewhisperer:transformations",
-    "codewhisperer:taskassist",
-]
 MIN_POLL_INTERVAL = 5  # spec §8.4: the UI polls every max(interval, 5) s
 SOCIAL_TTL = 600  # spec §8.4: social sessions live 10 minutes
 SOCIAL_PORTAL_URL = "https://app.kiro.dev"
@@ -139,18 +132,18 @@ def page(*, sid: str, user_id: int) -> LoginPage | None:
     )
 
 
-# --- HTTP (through gateway.upstream's clients) ------------------------------------------------
+# --- HTTP (the requests themselves are built and sent by gateway.upstream) -------------------
 
 
-async def _post_json(
+async def _send(
+    call: Callable[..., Awaitable[Any]],
     *,
-    url: str,
-    payload: dict[str, Any],
-    headers: dict[str, str],
+    host: str,
     proxy_url: str,
     credential_id: int | None,
+    fields: dict[str, Any],
 ) -> tuple[int, Any]:
-    """POST JSON through the effective proxy; return (status, decoded body or None)."""
+    """Send one login request through the effective proxy; return (status, decoded body or None)."""
     config = await db(selectors.gateway_config)
     access = None
     if credential_id is not None:
@@ -159,45 +152,28 @@ async def _post_json(
         proxy = None if proxy_url.lower() == "direct" else upstream.Proxy(proxy_url)
     else:
         proxy = upstream.effective_proxy(access, config)  # credential's, else the global one
-    client = upstream.client_for(proxy, config.tls_backend)
     try:
-        response = await client.post(
-            url, json=payload, headers=headers, timeout=upstream.REST_TIMEOUT
-        )
+        response = await call(proxy=proxy, tls_backend=config.tls_backend, **fields)
     except httpx.HTTPError as exc:
-        raise LoginError(f"{urlsplit(url).netloc} unreachable: {exc.__class__.__name__}") from None
+        raise LoginError(f"{host} unreachable: {exc.__class__.__name__}") from None
     try:
         return response.status_code, json.loads(response.text)
     except ValueError:
         return response.status_code, None
 
 
-_OIDC_HEADERS = {
-    "content-type": "application/json",
-    "x-amz-user-agent": "aws-sdk-js/3.980.0 KiroIDE",
-    "user-agent": "aws-sdk-js/3.980.0 ua/2.1 api/sso-oidc#3.980.0 m/E KiroIDE",
-}
-_PORTAL_HEADERS = {
-    "content-type": "application/json",
-    "accept": "application/json, text/plain, */*",
-    "user-agent": "KiroIDE",
-}
-
-
 def _post(
-    session: dict[str, Any],
-    url: str,
-    payload: dict[str, Any],
-    headers: dict[str, str] = _OIDC_HEADERS,
+    session: dict[str, Any], call: Callable[..., Awaitable[Any]], base: str, **fields: Any
 ) -> tuple[int, Any]:
-    """POST from sync code on a private loop (the admin is sync)."""
+    """Run one `gateway.upstream` login call from sync code on a private loop (the admin is
+    sync); `base` is the base URL it talks to, named when it is unreachable."""
     return operations.run_sync(
-        _post_json,
-        url=url,
-        payload=payload,
-        headers=headers,
+        _send,
+        call=call,
+        host=urlsplit(base).netloc,
         proxy_url=session.get("proxy_url", ""),
         credential_id=session.get("credential_id"),
+        fields=fields,
     )
 
 
@@ -250,27 +226,19 @@ def idc_start(
         "provider": provider_for(start_url),
     }
     status, body = _post(
-        session,
-        base + "/client/register",
-        {
-            "clientName": "kiro-rs",
-            "clientType": "public",
-            "scopes": OIDC_SCOPES,
-            "grantTypes": [DEVICE_GRANT, "refresh_token"],
-            "issuerUrl": start_url,
-        },
+        session, upstream.register_client, base, region=region, issuer_url=start_url
     )
     if status != 200 or not isinstance(body, dict) or not body.get("clientId"):
         raise LoginError(f"client registration failed: {_described(status, body)}")
     session["client_id"], session["client_secret"] = body["clientId"], body.get("clientSecret")
     status, body = _post(
         session,
-        base + "/device_authorization",
-        {
-            "clientId": session["client_id"],
-            "clientSecret": session["client_secret"],
-            "startUrl": start_url,
-        },
+        upstream.device_authorization,
+        base,
+        region=region,
+        client_id=session["client_id"],
+        client_secret=session["client_secret"],
+        start_url=start_url,
     )
     if status != 200 or not isinstance(body, dict) or not body.get("deviceCode"):
         raise LoginError(f"device authorization failed: {_described(status, body)}")
@@ -311,13 +279,12 @@ def _idc_poll_once(sid: str, session: dict[str, Any]) -> LoginResult:
     try:
         status, body = _post(
             session,
-            upstream.idc_auth_base(session["region"]) + "/token",
-            {
-                "clientId": session["client_id"],
-                "clientSecret": session["client_secret"],
-                "grantType": DEVICE_GRANT,
-                "deviceCode": session["device_code"],
-            },
+            upstream.device_token,
+            upstream.idc_auth_base(session["region"]),
+            region=session["region"],
+            client_id=session["client_id"],
+            client_secret=session["client_secret"],
+            device_code=session["device_code"],
         )
     except LoginError as exc:
         return LoginResult("pending", f"{exc}; trying again")
@@ -446,13 +413,12 @@ def social_complete(*, sid: str, user_id: int, redirect_url: str) -> LoginResult
     try:
         status, body = _post(
             session,
-            upstream.social_auth_base(SOCIAL_AUTH_REGION) + "/oauth/token",
-            {
-                "code": found["code"],
-                "code_verifier": session["verifier"],
-                "redirect_uri": redirect_uri,
-            },
-            _PORTAL_HEADERS,
+            upstream.social_code_exchange,
+            upstream.social_auth_base(SOCIAL_AUTH_REGION),
+            region=SOCIAL_AUTH_REGION,
+            code=found["code"],
+            code_verifier=session["verifier"],
+            redirect_uri=redirect_uri,
         )
     except LoginError as exc:
         return LoginResult("error", str(exc))

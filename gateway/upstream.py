@@ -375,3 +375,110 @@ async def list_profiles(
         if 200 <= response.status_code < 300 and '"arn"' in response.text:
             break
     return answers
+
+
+# --- admin login flows (spec kiro-ops §8.4) ---------------------------------------------------
+#
+# The wire side of `gateway.login`: IdC / Builder ID device-code login (SSO-OIDC RegisterClient,
+# StartDeviceAuthorization, CreateToken) and the Social PKCE code exchange. Each returns the raw
+# answer; sessions, polling and error wording stay in `gateway.login`. The caller passes the
+# proxy (a session's own, else the effective one) and the TLS backend.
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+OIDC_SCOPES = [
+    "codewhisperer:completions",
+    "codewhisperer:analysis",
+    "codewhisperer:conversations",
+    "codewhisperer:transformations",
+    "codewhisperer:taskassist",
+]
+_LOGIN_OIDC_HEADERS = {
+    "content-type": "application/json",
+    "x-amz-user-agent": "aws-sdk-js/3.980.0 KiroIDE",
+    "user-agent": "aws-sdk-js/3.980.0 ua/2.1 api/sso-oidc#3.980.0 m/E KiroIDE",
+}
+_LOGIN_PORTAL_HEADERS = {
+    "content-type": "application/json",
+    "accept": "application/json, text/plain, */*",
+    "user-agent": "KiroIDE",
+}
+
+
+async def _login_post(
+    url: str, payload: dict[str, object], headers: dict[str, str], proxy: Proxy | None, tls: str
+) -> httpx.Response:
+    client = client_for(proxy, tls)
+    return await client.post(url, json=payload, headers=dict(headers), timeout=REST_TIMEOUT)
+
+
+async def register_client(
+    region: str, *, issuer_url: str, proxy: Proxy | None, tls_backend: str
+) -> httpx.Response:
+    """RegisterClient: a public OIDC client for the device-code and refresh grants."""
+    payload: dict[str, object] = {
+        "clientName": "kiro-rs",
+        "clientType": "public",
+        "scopes": OIDC_SCOPES,
+        "grantTypes": [DEVICE_GRANT, "refresh_token"],
+        "issuerUrl": issuer_url,
+    }
+    url = idc_auth_base(region) + "/client/register"
+    return await _login_post(url, payload, _LOGIN_OIDC_HEADERS, proxy, tls_backend)
+
+
+async def device_authorization(
+    region: str,
+    *,
+    client_id: str,
+    client_secret: str | None,
+    start_url: str,
+    proxy: Proxy | None,
+    tls_backend: str,
+) -> httpx.Response:
+    """StartDeviceAuthorization for a registered client and an IdC start URL."""
+    payload: dict[str, object] = {
+        "clientId": client_id,
+        "clientSecret": client_secret,
+        "startUrl": start_url,
+    }
+    url = idc_auth_base(region) + "/device_authorization"
+    return await _login_post(url, payload, _LOGIN_OIDC_HEADERS, proxy, tls_backend)
+
+
+async def device_token(
+    region: str,
+    *,
+    client_id: str,
+    client_secret: str | None,
+    device_code: str,
+    proxy: Proxy | None,
+    tls_backend: str,
+) -> httpx.Response:
+    """One CreateToken poll with the device-code grant (RFC 8628)."""
+    payload: dict[str, object] = {
+        "clientId": client_id,
+        "clientSecret": client_secret,
+        "grantType": DEVICE_GRANT,
+        "deviceCode": device_code,
+    }
+    url = idc_auth_base(region) + "/token"
+    return await _login_post(url, payload, _LOGIN_OIDC_HEADERS, proxy, tls_backend)
+
+
+async def social_code_exchange(
+    region: str,
+    *,
+    code: str,
+    code_verifier: str,
+    redirect_uri: str,
+    proxy: Proxy | None,
+    tls_backend: str,
+) -> httpx.Response:
+    """Exchange a Kiro portal authorization code and its PKCE verifier for tokens."""
+    payload: dict[str, object] = {
+        "code": code,
+        "code_verifier": code_verifier,
+        "redirect_uri": redirect_uri,
+    }
+    url = social_auth_base(region) + "/oauth/token"
+    return await _login_post(url, payload, _LOGIN_PORTAL_HEADERS, proxy, tls_backend)
