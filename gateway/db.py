@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from asgiref.sync import sync_to_async
 from django.db import connection
 
 T = TypeVar("T")
@@ -28,5 +28,11 @@ def _closing(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 async def db(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Call a sync service or selector in a worker thread and return its result."""
-    return await sync_to_async(_closing(fn), thread_sensitive=False)(*args, **kwargs)
+    """Call a sync service or selector in a worker thread and return its result.
+
+    The loop's default executor, as `sync_to_async(thread_sensitive=False)` uses, without
+    asgiref's wrapping: ~80 instead of ~135 µs per trip here (two trips per request, one of
+    them before the first byte). Nothing this runs reads context variables: Django's database
+    connections are per thread, and the gateway activates no time zone or translation."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(_closing(fn), *args, **kwargs))
