@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 
 from credentials import limits, selectors
+from credentials.pool import is_in_scope
 from credentials.selectors import GatewayConfig, KeyIdentity
 from gateway import auth, dispatch, search
 from gateway.db import db
@@ -26,7 +27,13 @@ from gateway.protocol.convert import (
     convert_request,
     web_search_mode,
 )
-from gateway.protocol.models import ConversionError, CustomModel, list_models, resolve_model
+from gateway.protocol.models import (
+    ConversionError,
+    CustomModel,
+    ResolvedModel,
+    list_models,
+    resolve_model,
+)
 from gateway.protocol.tokens import count_all_tokens
 from gateway.protocol.tools import restore_tool_call
 from gateway.protocol.translate import TranslateOptions, new_message_id
@@ -496,11 +503,50 @@ async def count_tokens(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"input_tokens": max(1, tokens)})
 
 
+def _models_context(presented: str | None) -> tuple[KeyIdentity | None, GatewayConfig, list]:
+    key, config = _authenticate(presented)
+    candidates = selectors.pool_candidates(group=key.group) if key is not None else []
+    return key, config, candidates
+
+
+def _listable(
+    candidates: list, key: KeyIdentity, config: GatewayConfig
+) -> tuple[ResolvedModel, ...] | None:
+    """Return the models the key's credentials can serve, or None if it has no usable one.
+
+    spec kiro-ops §3.10 (Z): the union of the cached ListAvailableModels lists of the
+    credentials the key's group may use, merged with the custom models. Shown with their
+    Anthropic ids, as clients send them: a built-in model is listed when some credential
+    lists its Kiro id. A credential whose list is not known yet may serve anything (as in
+    routing, credentials.pool.is_in_scope), so then every built-in model is listed; Z
+    answers 502 on a cold cache, which would break clients that list models first."""
+    usable = [c for c in candidates if c.enabled and is_in_scope(c, model=None, group=key.group)]
+    if not usable:
+        return None
+    every = list_models(custom_models=custom_models(config))
+    if any(c.models is None for c in usable):
+        return every
+    served = frozenset().union(*(c.models for c in usable))
+    return tuple(m for m in every if m.custom or m.upstream_id.lower() in served)
+
+
 async def models(request: HttpRequest) -> HttpResponse:
-    """GET /v1/models: built-in models and the configured custom ones."""
-    key, config, draft, started = await _start(request, "/v1/models")
+    """GET /v1/models: the models the caller's credential group can serve, and custom ones."""
+    started = time.monotonic()
+    key, config, candidates = await db(_models_context, auth.presented_key(request))
+    draft = _draft("/v1/models", key)
     if key is None:
         return await _reject(draft, started, INVALID_KEY)
+    listed = _listable(candidates, key, config)
+    if listed is None:
+        scope = f"group '{key.group}'" if key.group else "the pool"
+        error = ClientError(
+            503, "api_error", f"No upstream credential is available in {scope} to list models."
+        )
+        await dispatch.write_local(
+            draft, status=503, started=started, error_type="no_credentials", message=error.message
+        )
+        return error_response(error)
     data = [
         {
             "id": m.requested,
@@ -511,7 +557,7 @@ async def models(request: HttpRequest) -> HttpResponse:
             "max_tokens": m.max_output_tokens,
             "context_window": m.context_window,
         }
-        for m in list_models(custom_models=custom_models(config))
+        for m in listed
     ]
     await dispatch.write_local(draft, status=200, started=started)
     return JsonResponse(

@@ -143,6 +143,7 @@ def test_count_tokens_through_the_sdk_and_the_cc_path(gateway):
 
 
 def test_models_lists_models_through_the_sdk(gateway):
+    gateway.add_credential()
     client = anthropic.Anthropic(api_key=gateway.key, base_url=gateway.base_url, max_retries=0)
 
     ids = [model.id for model in client.models.list()]
@@ -153,6 +154,7 @@ def test_models_lists_models_through_the_sdk(gateway):
 def test_models_lists_custom_models(gateway):
     from credentials.models import GatewaySettings
 
+    gateway.add_credential()
     GatewaySettings.objects.update_or_create(
         pk=1,
         defaults={
