@@ -262,9 +262,14 @@ def client_key_by_hash(key_hash: str) -> KeyIdentity | None:
     Never cached: a disabled or rotated key stops at once, in every process (issue 5).
     Hand-built SQL: this runs on every request (kiro_site/fastsql.py)."""
     rows = fastsql.fetch(_key_sql(), (key_hash, True))
-    if not rows:
-        return None
-    key_id, name, group, is_system, last_used_at, *limits = rows[0]
+    return _key_from(rows[0]) if rows else None
+
+
+_KEY_WIDTH = 5 + len(_KEY_LIMITS)  # the key's columns in _key_sql and _start_sql
+
+
+def _key_from(row: tuple) -> KeyIdentity:
+    key_id, name, group, is_system, last_used_at, *limits = row[:_KEY_WIDTH]
     return KeyIdentity(
         key_id,
         name,
@@ -308,27 +313,26 @@ def pool_candidates(*, group: str | None) -> list[Candidate]:
     Hand-built SQL: this runs on every request (kiro_site/fastsql.py)."""
     rows = fastsql.fetch(_candidates_sql(group is not None), (group,) if group else ())
     groups = frozenset((group,)) if group is not None else frozenset()
-    out = []
-    for row in rows:
-        (cid, priority, enabled, reason, cooldown, title, successes, models, rounds, healed,
-         heal_model) = fastsql.convert_row(Credential, _CANDIDATE_FIELDS, row)  # fmt: skip
-        out.append(
-            Candidate(
-                id=cid,
-                priority=priority,
-                enabled=enabled,
-                disabled_reason=reason,
-                cooldown_until=cooldown,
-                subscription_title=title,
-                groups=groups,
-                success_count=successes,
-                models=frozenset(m.lower() for m in models) if models is not None else None,
-                self_heal_rounds=rounds,
-                last_self_heal_at=healed,
-                self_heal_model=heal_model,
-            )
-        )
-    return out
+    return [_candidate_from(row, groups) for row in rows]
+
+
+def _candidate_from(row: tuple, groups: frozenset[str]) -> Candidate:
+    (cid, priority, enabled, reason, cooldown, title, successes, models, rounds, healed,
+     heal_model) = fastsql.convert_row(Credential, _CANDIDATE_FIELDS, row)  # fmt: skip
+    return Candidate(
+        id=cid,
+        priority=priority,
+        enabled=enabled,
+        disabled_reason=reason,
+        cooldown_until=cooldown,
+        subscription_title=title,
+        groups=groups,
+        success_count=successes,
+        models=frozenset(m.lower() for m in models) if models is not None else None,
+        self_heal_rounds=rounds,
+        last_self_heal_at=healed,
+        self_heal_model=heal_model,
+    )
 
 
 _ACCESS_FIELDS = (
@@ -355,9 +359,12 @@ def credential_access(*, credential_id: int, config: GatewayConfig) -> Credentia
     rows = fastsql.fetch(_access_sql(), (credential_id,))
     if not rows:
         return None
-    c = dict(
-        zip(_ACCESS_FIELDS, fastsql.convert_row(Credential, _ACCESS_FIELDS, rows[0]), strict=True)
-    )
+    return _access_from(rows[0], config)
+
+
+def _access_from(row: tuple, config: GatewayConfig) -> CredentialAccess:
+    """Build the access of a credential from its _ACCESS_FIELDS values (secrets decrypted)."""
+    c = dict(zip(_ACCESS_FIELDS, fastsql.convert_row(Credential, _ACCESS_FIELDS, row), strict=True))
     machine_id = machine_id_from(
         own=c["machine_id"],
         config_machine_id=config.machine_id,
@@ -394,3 +401,64 @@ def credential_access(*, credential_id: int, config: GatewayConfig) -> Credentia
         proxy_password=c["proxy_password"],
         models_checked_at=c["models_checked_at"],
     )
+
+
+# --- the first read of a request ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartRead:
+    """The key, its pool and every pool credential's access columns, from one statement."""
+
+    key: KeyIdentity | None
+    candidates: list[Candidate]
+    access_rows: dict[int, tuple]  # credential id -> raw _ACCESS_FIELDS values (encrypted)
+
+    def access(self, credential_id: int, config: GatewayConfig) -> CredentialAccess | None:
+        """Build one credential's access (only the chosen one is decrypted)."""
+        row = self.access_rows.get(credential_id)
+        return None if row is None else _access_from(row, config)
+
+
+_ACCESS_ONLY = tuple(name for name in _ACCESS_FIELDS if name not in _CANDIDATE_FIELDS)
+
+
+@functools.cache
+def _start_sql() -> str:
+    K, G, C = ClientKey, CredentialGroup, Credential
+    groups = Credential._meta.get_field("groups")
+    member = fastsql.quote(groups.m2m_column_name())
+    group_id = fastsql.quote(groups.m2m_reverse_name())
+    key_group = f"k.{fastsql.column(K, 'group')}"
+    return (
+        f"SELECT {fastsql.columns(K, ('id', 'name'), 'k.')}, g.{fastsql.column(G, 'name')}, "
+        f"{fastsql.columns(K, ('is_system', 'last_used_at', *_KEY_LIMITS), 'k.')}, "
+        f"{fastsql.columns(C, (*_CANDIDATE_FIELDS, *_ACCESS_ONLY), 'c.')} "
+        f"FROM {fastsql.table(K)} k LEFT JOIN {fastsql.table(G)} g "
+        f"ON g.{fastsql.column(G, 'id')} = {key_group} "
+        f"LEFT JOIN {fastsql.table(C)} c ON ({key_group} IS NULL OR c.{fastsql.column(C, 'id')} "
+        f"IN (SELECT m.{member} FROM {fastsql.table(groups.remote_field.through)} m "
+        f"WHERE m.{group_id} = {key_group})) "
+        f"WHERE k.{fastsql.column(K, 'key_hash')} = %s AND k.{fastsql.column(K, 'enabled')} = %s "
+        f"ORDER BY {fastsql.columns(C, ('priority', 'id'), 'c.')}"
+    )
+
+
+def request_start(key_hash: str) -> StartRead:
+    """Read the enabled key with this hash and the credentials its group may use, in one
+    statement: on Postgres one round trip instead of three before the first byte
+    (client_key_by_hash, pool_candidates and credential_access give the same values)."""
+    rows = fastsql.fetch(_start_sql(), (key_hash, True))
+    if not rows:
+        return StartRead(None, [], {})
+    key = _key_from(rows[0])
+    groups = frozenset((key.group,)) if key.group is not None else frozenset()
+    candidates, access_rows = [], {}
+    width = len(_CANDIDATE_FIELDS)
+    for row in rows:
+        credential = row[_KEY_WIDTH:]
+        if credential[0] is None:
+            continue  # the key's group has no credential (LEFT JOIN)
+        candidates.append(_candidate_from(credential[:width], groups))
+        access_rows[credential[0]] = (credential[0], *credential[width:])
+    return StartRead(key, candidates, access_rows)

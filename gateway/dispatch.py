@@ -63,12 +63,21 @@ class Prefetched:
     access: CredentialAccess | None  # the first choice, or None
 
 
-def prefetch_pool(key: KeyIdentity, config: GatewayConfig, model: str | None) -> Prefetched:
+def prefetch_pool(
+    key: KeyIdentity,
+    config: GatewayConfig,
+    model: str | None,
+    start: selectors.StartRead | None = None,
+) -> Prefetched:
     """Read the pool and the credential the first attempt will most likely use (sync).
 
-    `connect` makes the same choice again; if it differs (the pool moved meanwhile), it
-    reads that credential in a trip of its own."""
-    candidates = selectors.pool_candidates(group=key.group)
+    With `start` (selectors.request_start) nothing more is read. `connect` makes the same
+    choice again; if it differs (the pool moved meanwhile), it reads that credential in a
+    trip of its own."""
+    if start is not None:
+        candidates = start.candidates
+    else:
+        candidates = selectors.pool_candidates(group=key.group)
     access = None
     if model is not None:
         first = choose(
@@ -80,7 +89,9 @@ def prefetch_pool(key: KeyIdentity, config: GatewayConfig, model: str | None) ->
             now=timezone.now(),
             exclude=set(),
         )
-        if first is not None:
+        if first is not None and start is not None:
+            access = start.access(first.id, config)
+        elif first is not None:
             access = selectors.credential_access(credential_id=first.id, config=config)
     return Prefetched(candidates, model, access)
 

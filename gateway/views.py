@@ -175,10 +175,12 @@ class _Begun:
 def _begin(presented: str | None, request: HttpRequest) -> _Begun:
     """Authenticate, parse the body, reserve under the key's limits, and read the pool and
     the credential of the first attempt: one worker-thread trip, where each of these used to
-    take its own (PERF-NOTES: each trip costs a thread hand-off; each query ~0.5-1 ms here).
+    take its own (PERF-NOTES: each trip costs a thread hand-off), and one statement for the
+    key and its pool (selectors.request_start; on Postgres each statement is a round trip).
     The body is only parsed for a valid key, so an unauthenticated client costs one lookup."""
-    key, config = _authenticate(presented)
-    begun = _Begun(key, config)
+    start = selectors.request_start(auth.key_hash(presented)) if presented else None
+    key = start.key if start is not None else None
+    begun = _Begun(key, selectors.gateway_config())
     if key is None:
         return begun
     try:
@@ -194,7 +196,8 @@ def _begin(presented: str | None, request: HttpRequest) -> _Begun:
     except limits.LimitExceeded as exc:
         begun.refusal = _refusal(exc)
         return begun
-    begun.prefetched = dispatch.prefetch_pool(key, config, _first_model(body, config))
+    config = begun.config
+    begun.prefetched = dispatch.prefetch_pool(key, config, _first_model(body, config), start)
     return begun
 
 

@@ -114,3 +114,30 @@ def test_window_increments_keep_peaks_and_roll_over():
     limits.limit_settle(reservation=reservation, tokens=10, credits=0.1, now=tomorrow)
     day.refresh_from_db()
     assert (day.requests, day.tokens, day.peak_tokens) == (1, 10, 100)
+
+
+def test_the_start_read_gives_what_the_separate_selectors_give():
+    assert ("id", *selectors._ACCESS_ONLY) == selectors._ACCESS_FIELDS
+    group = CredentialGroupFactory(name="g")
+    inside = CredentialFactory(priority=3, proxy_password="secret", available_models=["a"])
+    inside.groups.add(group)
+    outside = CredentialFactory(priority=1)
+    grouped_key = ClientKeyFactory(group=group, daily_token_budget=1000)
+    plain_key = ClientKeyFactory()
+    empty_key = ClientKeyFactory(group=CredentialGroupFactory(name="empty"))
+    config = selectors.read_gateway_config()
+
+    for key in (grouped_key, plain_key, empty_key):
+        start = selectors.request_start(key.key_hash)
+        identity = selectors.client_key_by_hash(key.key_hash)
+        assert start.key == identity
+        assert start.candidates == selectors.pool_candidates(group=identity.group)
+        for candidate in start.candidates:
+            expected = selectors.credential_access(credential_id=candidate.id, config=config)
+            assert start.access(candidate.id, config) == expected
+    assert [c.id for c in selectors.request_start(plain_key.key_hash).candidates] == [
+        outside.pk,
+        inside.pk,
+    ]
+    assert selectors.request_start(empty_key.key_hash).candidates == []
+    assert selectors.request_start("0" * 64) == selectors.StartRead(None, [], {})
