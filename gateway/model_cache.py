@@ -24,6 +24,10 @@ from gateway.db import db
 log = logging.getLogger(__name__)
 _in_flight: set[int] = set()
 _tasks: set[asyncio.Task] = set()
+# After a failed refresh the list stays stale (the last good list is kept, spec kiro-ops
+# §3.10); without a pause every request of that credential would start another call.
+RETRY_AFTER_FAILURE_SECS = 60.0
+_retry_at: dict[int, float] = {}
 
 
 def parse_models(body: str) -> list[str] | None:
@@ -60,18 +64,27 @@ async def refresh(access: CredentialAccess, config: GatewayConfig) -> list[str] 
     return models
 
 
+def forget_failures() -> None:
+    """Let every credential's list be refreshed again at once (tests, credential edits)."""
+    _retry_at.clear()
+
+
 def refresh_soon(access: CredentialAccess, config: GatewayConfig) -> None:
     """Start a background refresh of this credential's list unless one is running."""
-    if access.id in _in_flight:
+    loop = asyncio.get_running_loop()
+    if access.id in _in_flight or _retry_at.get(access.id, 0.0) > loop.time():
         return
     _in_flight.add(access.id)
 
     async def run() -> None:
         try:
-            await refresh(access, config)
+            if await refresh(access, config) is None:
+                _retry_at[access.id] = loop.time() + RETRY_AFTER_FAILURE_SECS
+            else:
+                _retry_at.pop(access.id, None)
         finally:
             _in_flight.discard(access.id)
 
-    task = asyncio.get_running_loop().create_task(run())
+    task = loop.create_task(run())
     _tasks.add(task)  # keep a reference until done
     task.add_done_callback(_tasks.discard)

@@ -54,14 +54,17 @@ def admin_client_as():
 
 @pytest.fixture(autouse=True)
 def _forget_cached_settings():
-    """Start every test without the process's copy of the settings row (credentials.selectors):
-    a test's rolled-back transaction must not leave its settings to the next test."""
+    """Start every test without the process's copy of the settings row (credentials.selectors)
+    or of failed model-list refreshes: one test must not leave them to the next."""
     import sys
 
     def forget() -> None:
         selectors = sys.modules.get("credentials.selectors")
         if selectors is not None:
             selectors.forget_gateway_config()
+        model_cache = sys.modules.get("gateway.model_cache")
+        if model_cache is not None:  # credential ids repeat across tests
+            model_cache.forget_failures()
 
     forget()
     yield

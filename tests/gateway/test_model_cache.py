@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from credentials.models import Credential
+from gateway.fakekiro.script import Script
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -55,3 +56,15 @@ def test_a_credential_whose_list_lacks_the_model_is_skipped(gateway):
 
     record = UsageRecord.objects.get()
     assert [a.credential_id for a in record.attempts.all()] == [b.pk]
+
+
+def test_a_failed_list_refresh_is_not_retried_on_every_request(gateway):
+    credential, account = gateway.add_credential()
+    gateway.fake.script(Script.fault(500, "boom"), route="models", account=account.id, times=None)
+
+    for _ in range(3):
+        assert post(gateway).status_code == 200
+    time.sleep(0.3)  # let the background refresh finish
+
+    assert len(gateway.fake.requests_for("models")) == 1
+    assert Credential.objects.get(pk=credential.pk).available_models is None
