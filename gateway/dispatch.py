@@ -64,24 +64,17 @@ class Prefetched:
 
 
 def prefetch_pool(
-    key: KeyIdentity,
-    config: GatewayConfig,
-    model: str | None,
-    start: selectors.StartRead | None = None,
+    key: KeyIdentity, config: GatewayConfig, model: str | None, start: selectors.StartRead
 ) -> Prefetched:
-    """Read the pool and the credential the first attempt will most likely use (sync).
+    """Choose the credential of the first attempt from what `selectors.request_start` read
+    (pure: no query; only the chosen credential's secrets are decrypted).
 
-    With `start` (selectors.request_start) nothing more is read. `connect` makes the same
-    choice again; if it differs (the pool moved meanwhile), it reads that credential in a
-    trip of its own."""
-    if start is not None:
-        candidates = start.candidates
-    else:
-        candidates = selectors.pool_candidates(group=key.group)
+    `connect` makes the same choice again; if it differs (the pool moved meanwhile), it
+    reads that credential in a trip of its own."""
     access = None
     if model is not None:
         first = choose(
-            candidates,
+            start.candidates,
             mode=config.load_balancing_mode,
             current_id=config.current_credential_id,
             model=model,
@@ -89,11 +82,9 @@ def prefetch_pool(
             now=timezone.now(),
             exclude=set(),
         )
-        if first is not None and start is not None:
+        if first is not None:
             access = start.access(first.id, config)
-        elif first is not None:
-            access = selectors.credential_access(credential_id=first.id, config=config)
-    return Prefetched(candidates, model, access)
+    return Prefetched(start.candidates, model, access)
 
 
 @dataclass(slots=True)
