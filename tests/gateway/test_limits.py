@@ -301,3 +301,21 @@ def test_a_cancelled_request_releases_the_reservation(gateway, monkeypatch):
     assert asyncio.run(scenario()) == 1
     assert _in_flight(key) == 0
     assert draft.reservation is None
+
+
+def test_a_failing_settle_still_writes_the_record(gateway, monkeypatch):
+    """dispatch._store_usage: the record must not be lost when the limits cannot be settled."""
+    from gateway import dispatch as dispatch_module
+
+    key = _key(rpm_limit=5)
+    reservation = limits.limit_reserve(key_id=key.pk, estimate_tokens=10)
+
+    def broken(**kwargs: object) -> None:
+        raise RuntimeError("limits are down")
+
+    monkeypatch.setattr(dispatch_module, "limit_settle", broken)
+    draft = UsageDraft(endpoint="/v1/messages", client_key_id=key.pk, status="success")
+
+    record = dispatch_module._store_usage(draft, reservation)
+
+    assert UsageRecord.objects.get().pk == record.pk
