@@ -221,7 +221,10 @@ def test_a_client_disconnect_releases_the_reservation(gateway):
             headers={"x-api-key": gateway.key},
         ) as response,
     ):
-        assert b"message_start" in next(response.iter_raw())
+        # Hold the iterator: a discarded one is closed at once, and closing it closes the
+        # connection, so the gateway could see the client leave before the check below.
+        chunks = response.iter_raw()
+        assert b"message_start" in next(chunks)
         assert _in_flight(key) == 1
 
     deadline = time.monotonic() + 10
