@@ -548,14 +548,21 @@ def _store_usage(draft: UsageDraft, reservation: Reservation | None) -> UsageRec
 async def write_usage(draft: UsageDraft) -> None:
     """Write the usage record, shielded from the cancellation of a disconnecting client.
 
-    One trip to a worker thread; the live feed is published from the event loop."""
+    One trip to a worker thread; the live feed is published from the event loop. A draft is
+    written once: a second call (an error path after the record) does nothing."""
+    if draft.written:
+        return
+    draft.written = True
     reservation, draft.reservation = draft.reservation, None  # settled exactly once
     task = asyncio.ensure_future(db(_store_usage, draft, reservation))
     try:
         record = await asyncio.shield(task)
     except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
+        try:
             record = await task  # finish the write, then let the cancellation go on
+        except Exception:
+            log.exception("could not write the usage record")
+        else:
             live.publish_soon(record)
         raise
     except Exception:

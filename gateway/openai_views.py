@@ -49,9 +49,10 @@ async def _inner(
         )
     try:
         response = await views.serve_body(body, key, config, draft, started)
-    except Exception:
+    except Exception as exc:  # still exactly one usage record, which settles the reservation
         log.exception("unexpected error serving %s", endpoint)
-        await views.release_reservation(draft)  # no usage record was written to settle it
+        draft.error_message = f"{exc.__class__.__name__}: {exc}"[:500]
+        await views._reject(draft, started, views.INTERNAL_ERROR, "internal_error")
         return 500, views.INTERNAL_ERROR.body()
     return response.status_code, json.loads(response.content)
 

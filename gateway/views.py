@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -155,7 +156,14 @@ async def _start(
     request: HttpRequest, endpoint: str
 ) -> tuple[KeyIdentity | None, GatewayConfig, UsageDraft, float]:
     started = time.monotonic()
-    key, config = await db(_authenticate, auth.presented_key(request))
+    task = asyncio.ensure_future(db(_authenticate, auth.presented_key(request)))
+    try:
+        key, config = await asyncio.shield(task)
+    except asyncio.CancelledError:  # the client left: still one record
+        with contextlib.suppress(Exception):
+            key, _ = await task
+            await record_interrupted(_draft(endpoint, key), started)
+        raise
     return key, config, _draft(endpoint, key), started
 
 
@@ -281,29 +289,19 @@ async def _reserve(
     """Reserve the request under the key's limits; return the 429 and its reason if refused."""
     if draft.reservation is not None:
         return None  # reserved already (_begin)
+    if not key.limited:
+        draft.reservation = limits.Reservation(key.id)
+        return None
+    task = asyncio.ensure_future(db(_reserve_now, body, key))
     try:
-        if key.limited:
-            draft.reservation = await db(_reserve_now, body, key)
-        else:
-            draft.reservation = limits.Reservation(key.id)
+        draft.reservation = await asyncio.shield(task)
     except limits.LimitExceeded as exc:
         return _refusal(exc)
-    return None
-
-
-async def release_reservation(draft: UsageDraft) -> None:
-    """Free the reservation of a request that ends without writing its usage record."""
-    reservation, draft.reservation = draft.reservation, None
-    if reservation is None:
-        return
-    task = asyncio.ensure_future(db(limits.limit_release, reservation=reservation))
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
+    except asyncio.CancelledError:  # keep what was taken: the caller's record settles it
+        with contextlib.suppress(Exception):
+            draft.reservation = await task
         raise
-    except Exception:
-        log.exception("could not release the client key's reservation")
+    return None
 
 
 # --- /v1/messages ------------------------------------------------------------------------
@@ -312,7 +310,12 @@ async def release_reservation(draft: UsageDraft) -> None:
 async def _messages(request: HttpRequest, *, cc_mode: bool) -> HttpResponse:
     endpoint = "/cc/v1/messages" if cc_mode else "/v1/messages"
     started = time.monotonic()
-    begun = await db(_begin, auth.presented_key(request), request)
+    task = asyncio.ensure_future(db(_begin, auth.presented_key(request), request))
+    try:
+        begun = await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await _left_during_begin(task, endpoint, started)
+        raise
     key = begun.key
     draft = _draft(endpoint, key)
     if key is None:
@@ -339,6 +342,29 @@ async def _messages(request: HttpRequest, *, cc_mode: bool) -> HttpResponse:
         return await _reject(draft, started, INTERNAL_ERROR, "internal_error")
 
 
+async def _left_during_begin(task: asyncio.Future, endpoint: str, started: float) -> None:
+    """The client left during the first database trip: still exactly one usage record, and
+    the reservation that trip may have taken is settled by writing it."""
+    try:
+        begun: _Begun = await task
+    except Exception:
+        log.exception("the first database trip of %s failed after the client left", endpoint)
+        return
+    draft = _draft(endpoint, begun.key)
+    draft.reservation = begun.reservation
+    await record_interrupted(draft, started)
+
+
+async def record_interrupted(draft: UsageDraft, started: float) -> None:
+    """Write the record of a request whose client left before it had one (settling its
+    reservation); nothing if it has one already."""
+    if draft.written:
+        return
+    draft.status, draft.error_type = UsageStatus.INTERRUPTED, "client_disconnected"
+    draft.latency_ms = int((time.monotonic() - started) * 1000)
+    await dispatch.write_usage(draft)
+
+
 async def serve_body(
     body: dict[str, Any],
     key: KeyIdentity,
@@ -350,16 +376,16 @@ async def serve_body(
     prefetched: dispatch.Prefetched | None = None,
 ) -> HttpResponse:
     """Serve one Anthropic Messages body (also the inner request of the OpenAI endpoints)."""
-    refused = await _reserve(body, key, draft)
-    if refused is not None:
-        return await _reject(draft, started, *refused)
     try:
+        refused = await _reserve(body, key, draft)
+        if refused is not None:
+            return await _reject(draft, started, *refused)
         # Every exit writes the usage record, which settles the reservation (dispatch).
         return await _serve_body(
             body, key, config, draft, started, cc_mode=cc_mode, prefetched=prefetched
         )
-    except asyncio.CancelledError:  # the client left before any usage record was written
-        await release_reservation(draft)
+    except asyncio.CancelledError:  # the client left, maybe before any record was written
+        await record_interrupted(draft, started)
         raise
 
 

@@ -58,6 +58,7 @@ class UsageDraft:
     key_name: str = ""
     key_is_system: bool = False
     key_last_used_at: datetime | None = None
+    written: bool = False  # set by dispatch.write_usage: a request has exactly one record
 
 
 def trim_snippet(text: str) -> str:

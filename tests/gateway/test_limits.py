@@ -276,6 +276,12 @@ def test_an_internal_error_releases_the_reservation_on_both_paths(gateway, monke
     assert _post(gateway).status_code == 500
     assert _post(gateway, chat, "/v1/chat/completions").status_code == 500
     assert _in_flight(key) == 0
+    # Each request still left exactly one record, which settled its reservation.
+    failed = UsageRecord.objects.filter(error_type="internal_error")
+    assert sorted(failed.values_list("endpoint", flat=True)) == [
+        "/v1/chat/completions",
+        "/v1/messages",
+    ]
 
 
 def test_a_cancelled_request_releases_the_reservation(gateway, monkeypatch):
@@ -304,6 +310,9 @@ def test_a_cancelled_request_releases_the_reservation(gateway, monkeypatch):
     assert asyncio.run(scenario()) == 1
     assert _in_flight(key) == 0
     assert draft.reservation is None
+    # The client left before a record was written: one interrupted record settled it.
+    record = UsageRecord.objects.get(status="interrupted")
+    assert record.error_type == "client_disconnected"
 
 
 def test_a_failing_settle_still_writes_the_record(gateway, monkeypatch):
@@ -322,3 +331,37 @@ def test_a_failing_settle_still_writes_the_record(gateway, monkeypatch):
     record = dispatch_module._store_usage(draft, reservation)
 
     assert UsageRecord.objects.get().pk == record.pk
+
+
+def test_a_client_leaving_during_the_first_database_trip_leaves_one_record_and_no_hold(
+    gateway, monkeypatch
+):
+    from django.test import RequestFactory
+
+    gateway.add_credential()
+    key = _key(daily_token_budget=1_000_000)
+    real_begin = views._begin
+
+    def slow_begin(*args: object) -> object:
+        begun = real_begin(*args)  # the reservation is taken ...
+        time.sleep(0.3)  # ... and the client leaves before the trip returns
+        return begun
+
+    monkeypatch.setattr(views, "_begin", slow_begin)
+    request = RequestFactory().post(
+        "/v1/messages", data=BODY, content_type="application/json", HTTP_X_API_KEY=gateway.key
+    )
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(views.messages(request))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+
+    record = UsageRecord.objects.get()
+    assert (record.status, record.error_type) == ("interrupted", "client_disconnected")
+    assert record.client_key_id == key.pk
+    assert _in_flight(key) == 0
