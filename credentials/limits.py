@@ -15,13 +15,14 @@ Every gateway process shares the database, so the state lives there (Redis is no
   instead of a counter, so that a crash cannot leak a reservation for good.
 
 A request is reserved before the upstream call (`limit_reserve`) and settled after it
-(`limit_settle`, from the one place that writes the usage record) or released
-(`limit_release`). Both run in one short transaction that first locks the key's `ClientKey`
-row (`SELECT ... FOR UPDATE` on Postgres; SQLite's IMMEDIATE transactions lock the database),
-so processes decide one at a time per key; no lock is held during the upstream call. Keys
-without limits skip the reservation (the key lookup already tells, `KeyIdentity.limited`) but
-are still settled, with atomic increments and no lock, so that their usage is known when a
-limit is set later and the admin can show it.
+(`limit_settle`, from the one place that writes the usage record; the gateway writes one for
+every request, a client that left included) or released (`limit_release`, for a caller that
+ends a request without a record). Each runs in one short transaction that first locks the
+key's `ClientKey` row (`SELECT ... FOR UPDATE` on Postgres; SQLite's IMMEDIATE transactions
+lock the database), so processes decide one at a time per key; no lock is held during the
+upstream call. Keys without limits skip the reservation (the key lookup already tells,
+`KeyIdentity.limited`) but are still settled, with atomic increments and no lock, so that their
+usage is known when a limit is set later and the admin can show it.
 
 Requests per minute: a sliding window. A request is refused when `rpm_limit` requests of the
 key were admitted in the last 60 seconds; Retry-After is the time until enough of them are
