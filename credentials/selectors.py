@@ -244,16 +244,36 @@ _KEY_LIMITS = (
 
 
 @functools.cache
-def _key_sql() -> str:
+def _key_parts() -> tuple[str, str, str]:
+    """The SELECT list, FROM and WHERE of a key lookup by hash (aliases k and g)."""
     K, G = ClientKey, CredentialGroup
-    own = ("id", "name")
-    return (
-        f"SELECT {fastsql.columns(K, own, 'k.')}, g.{fastsql.column(G, 'name')}, "
-        f"{fastsql.columns(K, ('is_system', 'last_used_at', *_KEY_LIMITS), 'k.')} "
+    select = (
+        f"{fastsql.columns(K, ('id', 'name'), 'k.')}, g.{fastsql.column(G, 'name')}, "
+        f"{fastsql.columns(K, ('is_system', 'last_used_at', *_KEY_LIMITS), 'k.')}"
+    )
+    source = (
         f"FROM {fastsql.table(K)} k LEFT JOIN {fastsql.table(G)} g "
-        f"ON g.{fastsql.column(G, 'id')} = k.{fastsql.column(K, 'group')} "
+        f"ON g.{fastsql.column(G, 'id')} = k.{fastsql.column(K, 'group')}"
+    )
+    where = (
         f"WHERE k.{fastsql.column(K, 'key_hash')} = %s AND k.{fastsql.column(K, 'enabled')} = %s"
     )
+    return select, source, where
+
+
+def _group_members(group_id: str) -> str:
+    """A subquery of the ids of the credentials in the group whose id is `group_id` (SQL)."""
+    groups = Credential._meta.get_field("groups")
+    member = fastsql.quote(groups.m2m_column_name())
+    group = fastsql.quote(groups.m2m_reverse_name())
+    through = fastsql.table(groups.remote_field.through)
+    return f"SELECT m.{member} FROM {through} m WHERE m.{group} = {group_id}"
+
+
+@functools.cache
+def _key_sql() -> str:
+    select, source, where = _key_parts()
+    return f"SELECT {select} {source} {where}"
 
 
 def client_key_by_hash(key_hash: str) -> KeyIdentity | None:
@@ -289,19 +309,14 @@ _CANDIDATE_FIELDS = (
 
 @functools.cache
 def _candidates_sql(grouped: bool) -> str:
-    C = Credential
+    C, G = Credential, CredentialGroup
     sql = f"SELECT {fastsql.columns(C, _CANDIDATE_FIELDS)} FROM {fastsql.table(C)}"
     if grouped:
-        through = Credential.groups.through
-        member = fastsql.quote(Credential._meta.get_field("groups").m2m_column_name())
-        group_id = fastsql.quote(Credential._meta.get_field("groups").m2m_reverse_name())
-        G = CredentialGroup
-        sql += (
-            f" WHERE {fastsql.column(C, 'id')} IN (SELECT m.{member} "
-            f"FROM {fastsql.table(through)} m JOIN {fastsql.table(G)} g "
-            f"ON g.{fastsql.column(G, 'id')} = m.{group_id} "
-            f"WHERE g.{fastsql.column(G, 'name')} = %s)"
+        by_name = (
+            f"(SELECT {fastsql.column(G, 'id')} FROM {fastsql.table(G)} "
+            f"WHERE {fastsql.column(G, 'name')} = %s)"
         )
+        sql += f" WHERE {fastsql.column(C, 'id')} IN ({_group_members(by_name)})"
     return sql + f" ORDER BY {fastsql.columns(C, ('priority', 'id'))}"
 
 
@@ -425,21 +440,13 @@ _ACCESS_ONLY = tuple(name for name in _ACCESS_FIELDS if name not in _CANDIDATE_F
 
 @functools.cache
 def _start_sql() -> str:
-    K, G, C = ClientKey, CredentialGroup, Credential
-    groups = Credential._meta.get_field("groups")
-    member = fastsql.quote(groups.m2m_column_name())
-    group_id = fastsql.quote(groups.m2m_reverse_name())
-    key_group = f"k.{fastsql.column(K, 'group')}"
+    C = Credential
+    select, source, where = _key_parts()
+    key_group = f"k.{fastsql.column(ClientKey, 'group')}"
     return (
-        f"SELECT {fastsql.columns(K, ('id', 'name'), 'k.')}, g.{fastsql.column(G, 'name')}, "
-        f"{fastsql.columns(K, ('is_system', 'last_used_at', *_KEY_LIMITS), 'k.')}, "
-        f"{fastsql.columns(C, (*_CANDIDATE_FIELDS, *_ACCESS_ONLY), 'c.')} "
-        f"FROM {fastsql.table(K)} k LEFT JOIN {fastsql.table(G)} g "
-        f"ON g.{fastsql.column(G, 'id')} = {key_group} "
-        f"LEFT JOIN {fastsql.table(C)} c ON ({key_group} IS NULL OR c.{fastsql.column(C, 'id')} "
-        f"IN (SELECT m.{member} FROM {fastsql.table(groups.remote_field.through)} m "
-        f"WHERE m.{group_id} = {key_group})) "
-        f"WHERE k.{fastsql.column(K, 'key_hash')} = %s AND k.{fastsql.column(K, 'enabled')} = %s "
+        f"SELECT {select}, {fastsql.columns(C, (*_CANDIDATE_FIELDS, *_ACCESS_ONLY), 'c.')} "
+        f"{source} LEFT JOIN {fastsql.table(C)} c ON ({key_group} IS NULL "
+        f"OR c.{fastsql.column(C, 'id')} IN ({_group_members(key_group)})) {where} "
         f"ORDER BY {fastsql.columns(C, ('priority', 'id'), 'c.')}"
     )
 
