@@ -65,3 +65,41 @@ def test_a_client_leaving_before_the_upstream_answers_still_leaves_one_record(ga
         time.sleep(0.05)
     record = UsageRecord.objects.get()
     assert (record.status, record.error_type) == ("interrupted", "client_disconnected")
+
+
+def test_a_client_leaving_during_authentication_still_leaves_one_record(gateway, monkeypatch):
+    """count_tokens, /v1/models and the OpenAI endpoints authenticate in views._start."""
+    import asyncio
+
+    from django.test import RequestFactory
+
+    from gateway import views
+
+    real = views._authenticate
+
+    def slow(*args: object) -> object:
+        found = real(*args)
+        time.sleep(0.3)  # the client leaves before the trip returns
+        return found
+
+    monkeypatch.setattr(views, "_authenticate", slow)
+    request = RequestFactory().post(
+        "/v1/messages/count_tokens",
+        data={"model": "claude-sonnet-4-5", "messages": []},
+        content_type="application/json",
+        HTTP_X_API_KEY=gateway.key,
+    )
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(views.count_tokens(request))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+
+    record = UsageRecord.objects.get()
+    assert (record.status, record.error_type) == ("interrupted", "client_disconnected")
+    assert record.endpoint == "/v1/messages/count_tokens"
+    assert record.client_key is not None
