@@ -1406,8 +1406,8 @@ class GatewaySettingsAdmin(admin.ModelAdmin):
         ]}),
         ("Global proxy", {"fields": ["proxy_url", "proxy_username", "proxy_password"]}),
         ("Models and translation", {"fields": [
-            "custom_models", "model_cache_ttl_secs", "extract_thinking", "tool_compatibility_mode",
-            "stream_ping_interval_secs",
+            "custom_models", "model_resolution", "fallback_model", "model_cache_ttl_secs",
+            "extract_thinking", "tool_compatibility_mode", "stream_ping_interval_secs",
         ]}),
         ("count_tokens", {"fields": [
             "count_tokens_api_url", "count_tokens_api_key", "count_tokens_auth_type",

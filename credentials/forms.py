@@ -12,6 +12,7 @@ from django.utils.html import format_html
 from credentials import kiro_files
 from credentials.models import AuthMethod, Credential, GatewaySettings, ProxyEntry, sha256_hex
 from credentials.services import proxy_mask, proxy_url_problem
+from gateway.protocol.models import ConversionError, resolve_model
 
 
 def https_urls(field: models.Field, **kwargs: Any) -> forms.Field | None:
@@ -159,6 +160,16 @@ class GatewaySettingsForm(SecretFieldsMixin, forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._init_secrets()
+
+    def clean_fallback_model(self) -> str:
+        """Refuse what no client could send as a model id (control characters, …)."""
+        value = (self.cleaned_data.get("fallback_model") or "").strip()
+        if value:
+            try:
+                resolve_model(value)
+            except ConversionError as exc:
+                raise ValidationError(f"Not a model id: {exc.detail}") from None
+        return value
 
     def save(self, commit: bool = True) -> GatewaySettings:
         row = super().save(commit=False)

@@ -228,6 +228,11 @@ class ToolCompatibilityMode(models.TextChoices):
     RAW = "raw", "raw"
 
 
+class ModelResolution(models.TextChoices):
+    FALLBACK = "fallback", "fallback (send the newest listed model of the family)"
+    STRICT = "strict", "strict (answer 404 for a model no credential lists)"
+
+
 class CountTokensAuthType(models.TextChoices):
     X_API_KEY = "x-api-key", "x-api-key"
     BEARER = "bearer", "bearer"
@@ -327,6 +332,20 @@ class GatewaySettings(models.Model):
     )
     stream_ping_interval_secs = models.PositiveIntegerField(
         default=25, validators=[MinValueValidator(1), MaxValueValidator(600)]
+    )
+    model_resolution = models.CharField(
+        max_length=16,
+        choices=ModelResolution.choices,
+        default=ModelResolution.FALLBACK,
+        help_text="What to do with a model id none of the key's credentials lists: send the "
+        "newest listed model of its family (or the fallback model), or refuse with a 404.",
+    )
+    fallback_model = models.CharField(
+        max_length=256,
+        blank=True,
+        help_text="Model sent when the requested family has nothing listed (a Kiro id such as "
+        "claude-sonnet-4.5, a client id or a custom model id). Blank, or not listed: the "
+        "newest listed sonnet.",
     )
     # Priority mode's sticky current credential (spec kiro-ops §3.2), shared by all processes.
     current_credential_id = models.BigIntegerField(null=True, blank=True, editable=False)

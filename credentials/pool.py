@@ -50,6 +50,39 @@ def is_eligible(
     return is_in_scope(candidate, model=model, group=group)
 
 
+def _lists_for(candidate: Candidate, group: str | None) -> bool:
+    """Tell whether the credential's list counts in the key's catalogue: it may serve the
+    key now or soon (enabled and in the group; a cooldown passes, spec kiro-ops §3.7)."""
+    return candidate.enabled and is_in_scope(candidate, model=None, group=group)
+
+
+def unknown_lists(candidates: Iterable[Candidate], *, group: str | None) -> list[Candidate]:
+    """Return the credentials of the key's catalogue whose model list is not known yet."""
+    return [c for c in candidates if c.models is None and _lists_for(c, group)]
+
+
+def listed_models(
+    candidates: Iterable[Candidate], *, group: str | None, unknown_as: Iterable[str]
+) -> frozenset[str]:
+    """Return the union of the model lists of the credentials the key may use.
+
+    An id counts for a credential only when routing would let it serve that id (the opus
+    rule: spec kiro-ops §3.1 rule 4). A list not known counts as `unknown_as`."""
+    assumed = frozenset(m.lower() for m in unknown_as)
+    listed: set[str] = set()
+    seen: set[tuple[frozenset[str], str]] = set()
+    for c in candidates:
+        if not _lists_for(c, group):
+            continue
+        ids = c.models if c.models is not None else assumed
+        # Runs on every request: a pool's credentials mostly share one list and plan.
+        if (ids, c.subscription_title) in seen:
+            continue
+        seen.add((ids, c.subscription_title))
+        listed.update(m for m in ids if is_in_scope(c, model=m, group=group))
+    return frozenset(listed)
+
+
 def _confirmed(candidate: Candidate, model: str | None) -> bool:
     return model is not None and candidate.models is not None and model.lower() in candidate.models
 

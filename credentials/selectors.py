@@ -70,6 +70,8 @@ class GatewayConfig:
     count_tokens_api_url: str
     count_tokens_api_key: str
     count_tokens_auth_type: str
+    model_resolution: str = "fallback"  # or "strict" (protocol.catalogue)
+    fallback_model: str = ""  # blank: the newest listed sonnet
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +233,8 @@ def read_gateway_config() -> GatewayConfig:
         count_tokens_api_url=row.count_tokens_api_url,
         count_tokens_api_key=row.count_tokens_api_key,
         count_tokens_auth_type=row.count_tokens_auth_type,
+        model_resolution=row.model_resolution,
+        fallback_model=row.fallback_model.strip(),
     )
 
 

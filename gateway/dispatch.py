@@ -61,10 +61,17 @@ class Prefetched:
     candidates: list[Candidate]
     model: str | None  # the upstream model id `access` was chosen for
     access: CredentialAccess | None  # the first choice, or None
+    #: The ids the key's credentials list (model_cache.catalogue); None: not known yet.
+    catalogue: frozenset[str] | None = None
 
 
 def prefetch_pool(
-    key: KeyIdentity, config: GatewayConfig, model: str | None, start: selectors.StartRead
+    key: KeyIdentity,
+    config: GatewayConfig,
+    model: str | None,
+    start: selectors.StartRead,
+    *,
+    catalogue: frozenset[str] | None = None,
 ) -> Prefetched:
     """Choose the credential of the first attempt from what `selectors.request_start` read
     (pure: no query; only the chosen credential's secrets are decrypted).
@@ -84,7 +91,7 @@ def prefetch_pool(
         )
         if first is not None:
             access = start.access(first.id, config)
-    return Prefetched(start.candidates, model, access)
+    return Prefetched(start.candidates, model, access, catalogue)
 
 
 @dataclass(slots=True)

@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +17,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 
 from credentials import limits, selectors
-from credentials.pool import is_in_scope
 from credentials.selectors import GatewayConfig, KeyIdentity
-from gateway import auth, dispatch, search
+from gateway import auth, dispatch, resolution, search
 from gateway.db import db
+from gateway.protocol.catalogue import ModelNotListed
 from gateway.protocol.classify import ClientError
 from gateway.protocol.convert import (
     ConvertOptions,
@@ -30,9 +29,6 @@ from gateway.protocol.convert import (
 )
 from gateway.protocol.models import (
     ConversionError,
-    CustomModel,
-    ResolvedModel,
-    list_models,
     resolve_model,
 )
 from gateway.protocol.tokens import count_all_tokens
@@ -84,26 +80,6 @@ def _authenticate(presented: str | None) -> tuple[KeyIdentity | None, GatewayCon
     """Look the key up and read the settings row in one trip to a worker thread."""
     key = selectors.client_key_by_hash(auth.key_hash(presented)) if presented else None
     return key, selectors.gateway_config()
-
-
-def custom_models(config: GatewayConfig) -> tuple[CustomModel, ...]:
-    """Turn config.json's customModels entries into protocol values (spec kiro-ops §1.4)."""
-    out = []
-    for entry in config.custom_models:
-        if not isinstance(entry, Mapping) or not entry.get("id") or not entry.get("backendId"):
-            continue
-        out.append(
-            CustomModel(
-                id=str(entry["id"]),
-                backend_id=str(entry["backendId"]),
-                display_name=entry.get("displayName"),
-                context_window=entry.get("contextWindow") or 200_000,
-                max_tokens=entry.get("maxTokens") or 64_000,
-                supports_reasoning=bool(entry.get("supportsReasoning")),
-                owned_by=entry.get("ownedBy") or "custom",
-            )
-        )
-    return tuple(out)
 
 
 class TooLarge(Exception):
@@ -205,7 +181,9 @@ def _begin(presented: str | None, request: HttpRequest) -> _Begun:
         begun.refusal = _refusal(exc)
         return begun
     config = begun.config
-    begun.prefetched = dispatch.prefetch_pool(key, config, _first_model(body, config), start)
+    listed = resolution.listed_at_start(start.candidates, key.group)
+    model = resolution.first_model(body, config, listed)
+    begun.prefetched = dispatch.prefetch_pool(key, config, model, start, catalogue=listed)
     return begun
 
 
@@ -219,17 +197,6 @@ def _has_images(value: object) -> bool:
         content = value.get("content")
         return isinstance(content, list) and _has_images(content)
     return False
-
-
-def _first_model(body: dict[str, Any], config: GatewayConfig) -> str | None:
-    """Return the upstream model id a plain chat body will ask for, or None if unsure."""
-    model = body.get("model")
-    if not isinstance(model, str) or web_search_mode(body) != "none":
-        return None
-    try:
-        return resolve_model(model, custom_models=custom_models(config)).upstream_id
-    except ConversionError:
-        return None
 
 
 async def _reject(
@@ -403,17 +370,25 @@ async def _serve_body(
         _validate_messages_body(body)
         draft.model_requested = str(body.get("model", ""))
         draft.stream = body.get("stream") is True
-        options = ConvertOptions(
-            custom_models=custom_models(config),
-            tool_mode=config.tool_compatibility_mode,
-            endpoint="ide",  # adapted per credential in dispatch (endpoint, profileArn)
-        )
-        # spec 3.17: web search is routed before conversion.
+        # spec 3.17: web search is routed before conversion; an MCP search has no model.
         mode = web_search_mode(body)
         if mode == "only":
             return await search.single_search(
                 key=key, config=config, draft=draft, body=body, started=started
             )
+        prefetched, listed = await resolution.resolvable(key, config, prefetched)
+        options = ConvertOptions(
+            custom_models=resolution.custom_models(config),
+            catalogue=resolution.catalogue(config, listed),
+            tool_mode=config.tool_compatibility_mode,
+            endpoint="ide",  # adapted per credential in dispatch (endpoint, profileArn)
+        )
+        # Resolved before routing, so that a strict refusal and the record's sent id and
+        # rule hold on every path (the mixed web-search loop converts in its own rounds).
+        resolved = resolution.resolve(body["model"], config, listed)
+        draft.model_sent = resolved.upstream_id
+        if resolved.substitution is not None:
+            draft.normalizer_rules = [resolved.substitution]
         if mode == "mixed":
             return await search.search_loop(
                 key=key, config=config, draft=draft, body=body, options=options, started=started
@@ -425,6 +400,8 @@ async def _serve_body(
             )
         else:  # text only: converting costs less than a trip to a worker thread
             conversion = convert_request(body, options=options)
+    except ModelNotListed as exc:
+        return await _reject(draft, started, ClientError(404, "not_found_error", str(exc)))
     except ConversionError as exc:
         return await _reject(draft, started, _bad_request(str(exc)))
     except TooLarge:
@@ -517,7 +494,7 @@ async def count_tokens(request: HttpRequest) -> HttpResponse:
         messages_ = body.get("messages")
         if not isinstance(messages_, list):
             raise ConversionError("messages", "field required: a list of messages")
-        resolved = resolve_model(model, custom_models=custom_models(config))
+        resolved = resolve_model(model, custom_models=resolution.custom_models(config))
         tokens = count_all_tokens(
             resolved.upstream_id, body.get("system"), messages_, body.get("tools") or []
         )
@@ -538,27 +515,6 @@ def _models_context(presented: str | None) -> tuple[KeyIdentity | None, GatewayC
     return key, config, candidates
 
 
-def _listable(
-    candidates: list, key: KeyIdentity, config: GatewayConfig
-) -> tuple[ResolvedModel, ...] | None:
-    """Return the models the key's credentials can serve, or None if it has no usable one.
-
-    spec kiro-ops §3.10 (Z): the union of the cached ListAvailableModels lists of the
-    credentials the key's group may use, merged with the custom models. Shown with their
-    Anthropic ids, as clients send them: a built-in model is listed when some credential
-    lists its Kiro id. A credential whose list is not known yet may serve anything (as in
-    routing, credentials.pool.is_in_scope), so then every built-in model is listed; Z
-    answers 502 on a cold cache, which would break clients that list models first."""
-    usable = [c for c in candidates if c.enabled and is_in_scope(c, model=None, group=key.group)]
-    if not usable:
-        return None
-    every = list_models(custom_models=custom_models(config))
-    if any(c.models is None for c in usable):
-        return every
-    served = frozenset().union(*(c.models for c in usable))
-    return tuple(m for m in every if m.custom or m.upstream_id.lower() in served)
-
-
 async def models(request: HttpRequest) -> HttpResponse:
     """GET /v1/models: the models the caller's credential group can serve, and custom ones."""
     started = time.monotonic()
@@ -566,7 +522,7 @@ async def models(request: HttpRequest) -> HttpResponse:
     draft = _draft("/v1/models", key)
     if key is None:
         return await _reject(draft, started, INVALID_KEY)
-    listed = _listable(candidates, key, config)
+    listed = await resolution.listable(candidates, key, config)
     if listed is None:
         scope = f"group '{key.group}'" if key.group else "the pool"
         error = ClientError(

@@ -19,6 +19,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Literal
 
+from gateway.protocol.catalogue import Catalogue, resolve_listed
 from gateway.protocol.images import (
     ImageLimits,
     PreparedImage,
@@ -29,7 +30,6 @@ from gateway.protocol.models import (
     ConversionError,
     CustomModel,
     ResolvedModel,
-    resolve_model,
 )
 from gateway.protocol.tools import (
     CLAUDE_CODE_TOOLS,
@@ -172,6 +172,11 @@ class Rule(StrEnum):
     CLAMP_THINKING_BUDGET = "clamp_thinking_budget"
     #: The `-thinking` model suffix replaced the request's thinking settings (spec 3.3).
     THINKING_FROM_MODEL_SUFFIX = "thinking_from_model_suffix"
+    #: No credential of the key lists the model: the newest listed model of its family was
+    #: sent (protocol.catalogue).
+    MODEL_FALLBACK = "model_fallback"
+    #: No credential lists the model nor its family: the operator's default model was sent.
+    MODEL_DEFAULT = "model_default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +184,8 @@ class ConvertOptions:
     """Per-request knobs the gateway passes in; defaults follow Z."""
 
     custom_models: tuple[CustomModel, ...] = ()
+    #: The ids the key's credentials list; None sends the normalised id whatever it is.
+    catalogue: Catalogue | None = None
     tool_mode: ToolMode = "claude-code"
     endpoint: Endpoint = "ide"
     profile_arn: str | None = None
@@ -272,7 +279,11 @@ def convert_request(body: Mapping[str, Any], *, options: ConvertOptions) -> Conv
     state = _State(options)
     if "model" not in body:
         raise ConversionError("model", "required")
-    model = resolve_model(body["model"], custom_models=options.custom_models)
+    model = resolve_listed(
+        body["model"], custom_models=options.custom_models, catalogue=options.catalogue
+    )
+    if model.substitution is not None:
+        state.fire(Rule(model.substitution))
     max_tokens = _max_tokens(body)
     messages = body.get("messages")
     if not isinstance(messages, list):

@@ -82,6 +82,8 @@ class ResolvedModel:
     display_name: str
     owned_by: str
     custom: bool = False
+    #: Set when the catalogue lacked the id and another was sent (protocol.catalogue).
+    substitution: str | None = None
 
     @property
     def is_gpt(self) -> bool:

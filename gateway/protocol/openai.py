@@ -163,6 +163,12 @@ def anthropic_error_to_openai(status: int, body: object) -> dict[str, Any]:
     code = None
     if message in (CONTEXT_FULL.message, INPUT_TOO_LONG.message):
         code = "context_length_exceeded"
+    if status == 404 and kind == "not_found_error":
+        # The inner request's only 404: strict model resolution refused the model
+        # (protocol.catalogue.ModelNotListed); OpenAI names it so.
+        return openai_error(
+            404, message, "invalid_request_error", param="model", code="model_not_found"
+        )
     return openai_error(status, message, kind if isinstance(kind, str) else None, code=code)
 
 

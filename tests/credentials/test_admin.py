@@ -426,3 +426,50 @@ def test_the_migrated_roles_match_the_role_definitions():
             for p in Group.objects.get(name=role).permissions.all()
         }
         assert have == set(wanted), role
+
+
+# --- model resolution settings (issue 9) ---------------------------------------------------
+
+
+def _settings_form_data(client) -> dict:
+    """The settings change form's current values, as the browser would post them back."""
+    GatewaySettings.load()
+    page = client.get(reverse("admin:credentials_gatewaysettings_change", args=[1]))
+    form = page.context["adminform"].form
+    data = {}
+    for name in form.fields:
+        value = form[name].value()
+        if value is None or value is False:
+            continue  # an unchecked box or an empty input is not posted
+        data[name] = "on" if value is True else value
+    return data
+
+
+def test_the_settings_page_sets_the_model_resolution(superuser, admin_client_as):
+    client = admin_client_as(superuser)
+    data = _settings_form_data(client)
+
+    response = client.post(
+        reverse("admin:credentials_gatewaysettings_change", args=[1]),
+        data | {"model_resolution": "strict", "fallback_model": " claude-haiku-4-5 "},
+    )
+
+    assert response.status_code == 302, response.content[:2000]
+    row = GatewaySettings.load()
+    assert (row.model_resolution, row.fallback_model) == ("strict", "claude-haiku-4-5")
+
+
+def test_the_settings_page_refuses_a_fallback_model_no_client_could_send(
+    superuser, admin_client_as
+):
+    client = admin_client_as(superuser)
+    data = _settings_form_data(client)
+
+    response = client.post(
+        reverse("admin:credentials_gatewaysettings_change", args=[1]),
+        data | {"fallback_model": "claude\x07sonnet"},
+    )
+
+    assert response.status_code == 200
+    assert "Not a model id" in response.content.decode()
+    assert GatewaySettings.load().fallback_model == ""

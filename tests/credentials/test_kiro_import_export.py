@@ -489,3 +489,18 @@ def test_the_import_command_fails_naming_the_file_and_imports_nothing(tmp_path):
 
     assert f"{path}, entry 2 (id 3), field 'clientSecret'" in str(caught.value)
     assert Credential.objects.count() == 0
+
+
+def test_the_model_resolution_settings_stay_out_of_config_json():
+    import_files(config=CONFIG)
+    GatewaySettings.objects.update(model_resolution="strict", fallback_model="claude-haiku-4.5")
+
+    exported = services.kiro_export_config()
+    import_files(config=CONFIG)
+
+    assert {k: exported[k] for k in CONFIG if k != "someFutureKey"} == {
+        k: v for k, v in CONFIG.items() if k != "someFutureKey"
+    }
+    assert not {"modelResolution", "fallbackModel"} & set(exported)
+    row = GatewaySettings.load()  # gateway-only knobs: a config.json import keeps them
+    assert (row.model_resolution, row.fallback_model) == ("strict", "claude-haiku-4.5")

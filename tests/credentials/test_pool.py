@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from credentials.pool import Candidate, choose, self_heal_targets
+from credentials.pool import Candidate, choose, listed_models, self_heal_targets, unknown_lists
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -111,3 +111,55 @@ def test_self_heal_targets_respect_interval_rounds_scope_and_model():
     assert self_heal_targets(
         pool, model="claude-sonnet-4.5", group="x", now=NOW, min_interval_secs=300, max_rounds=5
     ) == [6]
+
+
+# --- the key's catalogue (issue 9: model resolution) -------------------------------------
+
+H_TABLE = ("claude-sonnet-4.5", "claude-opus-4.6")
+
+
+def test_the_catalogue_is_the_union_of_enabled_in_group_lists():
+    pool = [
+        candidate(1, models=frozenset({"claude-sonnet-4.5"}), groups=frozenset({"a"})),
+        candidate(2, models=frozenset({"claude-haiku-4.5"}), groups=frozenset({"a"})),
+        candidate(3, models=frozenset({"gpt-5.1"}), groups=frozenset({"b"})),
+        candidate(4, models=frozenset({"auto"}), groups=frozenset({"a"}), enabled=False),
+    ]
+    assert listed_models(pool, group="a", unknown_as=()) == {
+        "claude-sonnet-4.5",
+        "claude-haiku-4.5",
+    }
+    assert listed_models(pool, group=None, unknown_as=()) == {
+        "claude-sonnet-4.5",
+        "claude-haiku-4.5",
+        "gpt-5.1",
+    }
+
+
+def test_cooling_down_credentials_count_in_the_catalogue():
+    pool = [candidate(1, models=frozenset({"auto"}), cooldown_until=NOW + timedelta(hours=1))]
+    assert listed_models(pool, group=None, unknown_as=()) == {"auto"}
+
+
+def test_free_subscriptions_do_not_bring_opus_into_the_catalogue():
+    pool = [
+        candidate(
+            1,
+            subscription_title="KIRO FREE",
+            models=frozenset({"claude-opus-4.6", "claude-sonnet-4.5"}),
+        ),
+        candidate(2, subscription_title="KIRO FREE"),  # unknown list: H's table, minus opus
+    ]
+    assert listed_models(pool, group=None, unknown_as=H_TABLE) == {"claude-sonnet-4.5"}
+
+
+def test_unknown_lists_are_those_of_enabled_in_group_credentials():
+    pool = [
+        candidate(1),
+        candidate(2, models=frozenset({"auto"})),
+        candidate(3, enabled=False),
+        candidate(4, groups=frozenset({"b"})),
+    ]
+    assert [c.id for c in unknown_lists(pool, group=None)] == [1, 4]
+    assert [c.id for c in unknown_lists(pool, group="b")] == [4]
+    assert listed_models(pool, group=None, unknown_as=H_TABLE) == {"auto", *H_TABLE}

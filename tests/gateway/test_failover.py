@@ -233,6 +233,10 @@ def test_it_retries_network_errors_without_penalty_then_fails_over(gateway, pair
     a.access_token = account_a.access_token  # fresh token: no refresh through the dead proxy
     a.expires_at = timezone.now() + timedelta(hours=1)
     a.proxy_url = f"http://127.0.0.1:{free_port()}"
+    # A's list known: its cold list fetch would fail through the dead proxy, leaving B the
+    # only "confirmed" credential, tried first (issue 9 fetches missing lists first).
+    a.available_models = list(account_a.models)
+    a.models_checked_at = timezone.now()
     a.save()
 
     response = post(gateway)

@@ -43,7 +43,13 @@ def test_known_model_lists_filter_the_builtins_by_their_kiro_ids(gateway):
     credential.available_models = ["claude-sonnet-4.5", "auto"]
     credential.save()
     ids = _ids(_models(gateway))
-    assert ids == ["claude-sonnet-4-5-20250929", "claude-sonnet-4-5-20250929-thinking"]
+    # issue 9: the true union, i.e. the listed Kiro ids themselves as well.
+    assert ids == [
+        "claude-sonnet-4-5-20250929",
+        "claude-sonnet-4-5-20250929-thinking",
+        "auto",
+        "claude-sonnet-4.5",
+    ]
 
 
 def test_a_grouped_key_sees_only_its_group_and_disabled_credentials_do_not_count(gateway):
@@ -60,7 +66,11 @@ def test_a_grouped_key_sees_only_its_group_and_disabled_credentials_do_not_count
     key.save()
 
     ids = _ids(_models(gateway, plaintext))
-    assert ids == ["claude-opus-4-5-20251101", "claude-opus-4-5-20251101-thinking"]
+    assert ids == [
+        "claude-opus-4-5-20251101",
+        "claude-opus-4-5-20251101-thinking",
+        "claude-opus-4.5",
+    ]
 
     inside.enabled = False
     inside.save()

@@ -79,6 +79,8 @@ def test_invalid_grant_disables_the_credential_and_fails_over(gateway):
     healthy, _ = gateway.add_credential(priority=1)
     broken.set_refresh_token("aor" + "Z" * 150)  # unknown to the fake: invalid_grant
     broken.save()
+    # Known lists: no list is fetched first (issue 9), so the refresh fails in the attempt.
+    Credential.objects.update(available_models=["claude-sonnet-4.5"])
 
     response = httpx.post(
         gateway.base_url + "/v1/messages", json=BODY, timeout=30, headers={"x-api-key": gateway.key}
@@ -124,7 +126,11 @@ def test_an_api_key_credential_is_never_refreshed(gateway):
 def test_an_external_idp_endpoint_off_the_allow_list_is_refused_without_a_call(gateway):
     credential, _ = gateway.add_credential()
     Credential.objects.filter(pk=credential.pk).update(
-        auth_method="external_idp", client_id="c", token_endpoint=gateway.fake.base_url + "/t"
+        auth_method="external_idp",
+        client_id="c",
+        token_endpoint=gateway.fake.base_url + "/t",
+        # A known list: no list fetch first (issue 9), only the attempt refreshes.
+        available_models=["claude-sonnet-4.5"],
     )
 
     response = httpx.post(

@@ -929,3 +929,19 @@ def test_it_flags_a_full_context_window_as_context_length_exceeded() -> None:
 
     assert error["code"] == "context_length_exceeded"
     assert error["type"] == "invalid_request_error"
+
+
+def test_it_names_a_refused_model_as_model_not_found() -> None:
+    anthropic = {
+        "type": "error",
+        "error": {"type": "not_found_error", "message": "model: 'gpt-9' is not available."},
+    }
+
+    error = anthropic_error_to_openai(404, anthropic)["error"]
+
+    assert error == {
+        "message": "model: 'gpt-9' is not available.",
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
