@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from gateway.protocol.models import ConversionError
@@ -20,6 +21,8 @@ from gateway.protocol.models import ConversionError
 MAX_DEPTH = 128
 
 _CONTAINERS = frozenset((dict, list))
+# Also matches an escaped backslash followed by "ud800": the exact check then says no.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _finite(text: str) -> float:
@@ -63,8 +66,8 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise _too_deep()
     # A lone surrogate can only come from a \uD800-\uDFFF escape (the text is strict UTF-8),
     # so the exact check runs only for bodies that have such an escape (emoji sent as
-    # escaped pairs, by ASCII-only encoders): found by a substring search.
-    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(body):
+    # escaped pairs, by ASCII-only encoders).
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
         raise ConversionError(
             "body",
             "the request body contains a lone UTF-16 surrogate escape (\\ud800-\\udfff "
@@ -80,8 +83,10 @@ def _too_deep() -> ConversionError:
 def _deeper_than(value: dict[str, Any], limit: int) -> bool:
     """Tell whether objects and arrays nest deeper than `limit`, level by level, no recursion.
 
-    Visits each value once and stops at the first level past the limit (measured: about a
-    third of json.loads' own time on a long Claude Code body, a few µs on a short one)."""
+    Visits each value once and stops at the first level past the limit. Measured: about
+    1 µs on a short body, and about half of json.loads' own time on an 85 KB Claude Code
+    body of many small blocks (~0.2 ms for ~2,800 values); faster than any scan of the raw
+    bytes tried (strings must be skipped there, and that costs more)."""
     level: list[Any] = [value]
     depth = 1
     while level:

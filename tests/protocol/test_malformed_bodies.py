@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -137,3 +138,34 @@ def test_a_body_at_the_depth_limit_goes_through_every_recursive_step(depth):
     body = parse_body(raw)
 
     serve_anthropic(body)
+
+
+def test_a_backslash_before_ud800_is_text_not_an_escape():
+    assert parse_body(b'{"text": "C:\\\\ud800"}') == {"text": "C:\\ud800"}
+
+
+def test_an_escaped_surrogate_pair_is_one_character():
+    assert parse_body(b'{"text": "\\ud83d\\ude00"}') == {"text": "😀"}
+
+
+def test_a_byte_order_mark_is_skipped():
+    assert parse_body(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ('{"a": 1}'.encode("utf-16"), "not valid UTF-8"),
+        (b'{"a": "\xed\xa0\x80"}', "not valid UTF-8"),  # a surrogate encoded as UTF-8
+        (b'{"a": "\\udc00"}', "lone UTF-16 surrogate"),
+        (b'{"a": NaN}', "not valid JSON"),
+        (b'{"a": -Infinity}', "not valid JSON"),
+        (b'{"a": 1e999}', "out of range"),
+        (b"", "empty"),
+        (b"[1]", "must be a JSON object"),
+        (b"[" * 100_000, "nests deeper than 128 levels"),
+    ],
+)
+def test_what_parse_body_refuses(raw, needle):
+    with pytest.raises(ConversionError, match=needle):
+        parse_body(raw)
