@@ -283,21 +283,37 @@ def test_a_bad_host_header_is_served_as_json_with_a_record(gateway):
     assert UsageRecord.objects.count() == 1
 
 
-def test_a_disallowed_host_raised_before_the_view_answers_400_json(gateway, monkeypatch):
-    from django.core.exceptions import DisallowedHost
+@pytest.mark.parametrize(
+    ("name", "status", "error_type", "record_type"),
+    [
+        ("DisallowedHost", 400, "invalid_request_error", "invalid_host"),
+        ("RequestDataTooBig", 413, "request_too_large", "request_too_large"),
+        ("SuspiciousOperation", 400, "invalid_request_error", "invalid_request_error"),
+        ("PermissionDenied", 403, "permission_error", "permission_error"),
+    ],
+)
+def test_what_django_raises_before_the_view_is_answered_as_json(
+    gateway, monkeypatch, name, status, error_type, record_type
+):
+    from django.core import exceptions
 
     from gateway import views
 
     def refuse(*args, **kwargs):
-        raise DisallowedHost("Invalid HTTP_HOST header: 'evil'.")
+        raise getattr(exceptions, name)("refused")
 
     monkeypatch.setattr(views, "_begin", refuse)
 
-    error = error_of(send(gateway, "/v1/messages", b"{}"), "/v1/messages", 400)
+    error = error_of(send(gateway, "/v1/messages", b"{}"), "/v1/messages", status)
 
-    assert error == {"type": "invalid_request_error", "message": "Invalid Host header."}
+    assert error["type"] == error_type
+    assert "refused" not in error["message"]  # Django's wording stays in the log
     record = UsageRecord.objects.get()
-    assert (record.endpoint, record.error_type) == ("/v1/messages", "invalid_host")
+    assert (record.endpoint, record.http_status, record.error_type) == (
+        "/v1/messages",
+        status,
+        record_type,
+    )
 
 
 def test_a_bug_before_the_key_is_a_json_500_with_a_record(gateway, monkeypatch):
