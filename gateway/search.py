@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
@@ -33,6 +34,9 @@ from gateway.protocol.websearch import (
 from gateway.responses import SSE_HEADERS, error_response
 from usage.models import UsageStatus
 from usage.services import UsageDraft
+
+log = logging.getLogger(__name__)
+INTERNAL_ERROR_MESSAGE = "The gateway hit an internal error; it was logged. Please retry."
 
 
 async def _search(
@@ -195,6 +199,11 @@ async def _stream_loop(
             payload = _error_event(failure.error_type, failure.message)
             draft.status, draft.error_type = UsageStatus.ERROR, failure.error_type
             draft.error_message = failure.message
+        except Exception as exc:  # a bug: the stream has started, so end it with an error event
+            log.exception("unexpected error in the web search loop")
+            payload = _error_event("api_error", INTERNAL_ERROR_MESSAGE)
+            draft.status, draft.error_type = UsageStatus.ERROR, "internal_error"
+            draft.error_message = f"{exc.__class__.__name__}: {exc}"[:500]
         yield payload
     finally:
         work.cancel()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -20,6 +20,7 @@ from credentials import limits, selectors
 from credentials.selectors import GatewayConfig, KeyIdentity
 from gateway import auth, dispatch, resolution, search
 from gateway.db import db
+from gateway.protocol.body import parse_body
 from gateway.protocol.catalogue import ModelNotListed
 from gateway.protocol.classify import ClientError
 from gateway.protocol.convert import (
@@ -36,7 +37,7 @@ from gateway.protocol.tools import restore_tool_call
 from gateway.protocol.translate import TranslateOptions, new_message_id
 from gateway.responses import SSE_HEADERS, error_response
 from usage.models import UsageStatus
-from usage.services import UsageDraft
+from usage.services import UsageDraft, usage_draft_track
 
 
 def _ping_database() -> None:
@@ -91,15 +92,10 @@ def _parse_body(request: HttpRequest) -> dict[str, Any]:
         raw = request.body
     except RequestDataTooBig:
         raise TooLarge from None
-    if not raw:
-        raise ConversionError("body", "the request body is empty; send a JSON object")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConversionError("body", f"the request body is not valid JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise ConversionError("body", "the request body must be a JSON object")
-    return body
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is not None and len(raw) > limit:
+        raise TooLarge  # a chunked body has no Content-Length for Django to check
+    return parse_body(raw)
 
 
 def _validate_messages_body(body: dict[str, Any]) -> None:
@@ -118,13 +114,15 @@ def _validate_messages_body(body: dict[str, Any]) -> None:
 
 def _draft(endpoint: str, key: KeyIdentity | None) -> UsageDraft:
     if key is None:
-        return UsageDraft(endpoint=endpoint)
-    return UsageDraft(
-        endpoint=endpoint,
-        client_key_id=key.id,
-        key_name=key.name,
-        key_is_system=key.is_system,
-        key_last_used_at=key.last_used_at,
+        return usage_draft_track(UsageDraft(endpoint=endpoint))
+    return usage_draft_track(
+        UsageDraft(
+            endpoint=endpoint,
+            client_key_id=key.id,
+            key_name=key.name,
+            key_is_system=key.is_system,
+            key_last_used_at=key.last_used_at,
+        )
     )
 
 
@@ -465,16 +463,12 @@ async def _serve_body(
 @csrf_exempt
 async def messages(request: HttpRequest) -> HttpResponse:
     """POST /v1/messages."""
-    if request.method != "POST":
-        return error_response(ClientError(405, "invalid_request_error", "Use POST."))
     return await _messages(request, cc_mode=False)
 
 
 @csrf_exempt
 async def cc_messages(request: HttpRequest) -> HttpResponse:
     """POST /cc/v1/messages: holds the stream until input usage is exact (spec §6.11)."""
-    if request.method != "POST":
-        return error_response(ClientError(405, "invalid_request_error", "Use POST."))
     return await _messages(request, cc_mode=True)
 
 
@@ -484,8 +478,6 @@ async def count_tokens(request: HttpRequest) -> HttpResponse:
     key, config, draft, started = await _start(request, request.path)
     if key is None:
         return await _reject(draft, started, INVALID_KEY)
-    if request.method != "POST":
-        return error_response(ClientError(405, "invalid_request_error", "Use POST."))
     try:
         body = _parse_body(request)
         model = body.get("model")
@@ -553,12 +545,4 @@ async def models(request: HttpRequest) -> HttpResponse:
             "last_id": data[-1]["id"] if data else None,
             "object": "list",
         }
-    )
-
-
-@csrf_exempt
-async def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    """Anthropic-style 404 for unknown API paths."""
-    return error_response(
-        ClientError(404, "not_found_error", f"Not found: {request.method} {request.path}")
     )

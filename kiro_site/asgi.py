@@ -14,15 +14,18 @@ django_asgi_app = get_asgi_application()
 
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
+import time  # noqa: E402
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.core.exceptions import RequestAborted  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E402
-from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
+from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
+from gateway import edge  # noqa: E402
 from kiro_site.routing import websocket_application  # noqa: E402
+from usage.services import usage_drafts_collect  # noqa: E402
 
 API_PREFIXES = ("/v1/", "/cc/v1/")
 
@@ -33,13 +36,26 @@ class GatewayASGIHandler(ASGIHandler):
     PERF-NOTES: the default stack costs milliseconds of CPU per request, and Django runs each
     MiddlewareMixin hook through a thread hop under ASGI. The API views need none of it:
     they authenticate client keys themselves, are CSRF-exempt, and answer their own errors.
+    What still escapes them is answered by `gateway.edge`, in the endpoint's JSON shape and
+    with its one usage record, instead of by Django's HTML error pages.
     """
 
     def load_middleware(self, is_async: bool = False) -> None:
         self._view_middleware = []
         self._template_response_middleware = []
         self._exception_middleware = []
-        self._middleware_chain = convert_exception_to_response(self._get_response_async)
+        self._middleware_chain = self._answer_everything
+
+    async def _answer_everything(self, request: HttpRequest) -> HttpResponse:
+        """Run the view; answer whatever escapes it as the endpoint does, with one record."""
+        started = time.monotonic()
+        drafts = usage_drafts_collect()  # the drafts the view creates, in this task's context
+        try:
+            return await self._get_response_async(request)
+        except Exception as exc:
+            return await edge.answer_escaped(
+                request, request.path, exc, drafts=drafts, started=started
+            )
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # No ThreadSensitiveContext: it starts (and stops) a thread for every request that
@@ -56,14 +72,19 @@ class GatewayASGIHandler(ASGIHandler):
         debug query log and close that thread's stale connections; the gateway opens none
         there. Here `request_started` is not sent and the response is closed on the loop
         (`request_finished` then finds no connection of this thread to close)."""
+        started = time.monotonic()
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
         set_script_prefix(get_script_prefix(scope))
-        request, error_response = self.create_request(scope, body_file)
-        if request is None:
+        try:
+            request = self.request_class(scope, body_file)
+        except Exception as exc:  # e.g. a query string that is not UTF-8 (Django: HTML 400)
             body_file.close()
+            error_response = await edge.answer_escaped(
+                None, scope.get("path", ""), exc, started=started
+            )
             await self.send_response(error_response, send)
             error_response.close()
             return

@@ -14,7 +14,8 @@ database is the complete record (`manage.py export_usage` writes the same lines 
 What is logged follows §5.1: the messages-shaped endpoints only (count_tokens and /v1/models
 are not); `interrupted` and `rejected` records are logged as `error` (Z logs early failures such
 as conversion errors); requests refused for a bad client key (401) are not logged, because Z's
-auth middleware refuses them before its handler and there is no key to attribute them to.
+auth middleware refuses them before its handler and there is no key to attribute them to, nor
+are those refused for their method (405), which Z's router answers without calling a handler.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ _FILE_NAME = re.compile(r"^usage_log\.(\d{4}-\d{2}-\d{2})\.jsonl$")
 
 # spec kiro-ops §5.1: written for these; count_tokens and /v1/models are not logged.
 LOGGED_ENDPOINTS = ("/v1/messages", "/cc/v1/messages", "/v1/chat/completions", "/v1/responses")
+# Refused before Z's handler runs: a bad key (auth middleware), a wrong method (the router).
+UNLOGGED_REFUSALS = (401, 405)
 
 # The UsageRecord values a log line is made of (also the `.values()` of the export selector).
 ROW_FIELDS = (
@@ -82,12 +85,14 @@ def is_logged(*, endpoint: str, status: str, http_status: int | None) -> bool:
     """Tell whether a request of this endpoint and outcome belongs in the log (spec §5.1)."""
     if endpoint not in LOGGED_ENDPOINTS:
         return False
-    return not (status == UsageStatus.REJECTED and http_status == 401)
+    return not (status == UsageStatus.REJECTED and http_status in UNLOGGED_REFUSALS)
 
 
 def logged_filter() -> Q:
     """Return the queryset filter equivalent to `is_logged`."""
-    return Q(endpoint__in=LOGGED_ENDPOINTS) & ~Q(status=UsageStatus.REJECTED, http_status=401)
+    return Q(endpoint__in=LOGGED_ENDPOINTS) & ~Q(
+        status=UsageStatus.REJECTED, http_status__in=UNLOGGED_REFUSALS
+    )
 
 
 def format_ts(moment: datetime) -> str:

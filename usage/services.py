@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -18,6 +20,9 @@ from usage.models import UpstreamAttempt, UsageRecord, UsageStatus
 SNIPPET_BYTES = 2048  # spec kiro-ops §5.4: error snippets trimmed to 2 KB
 # A key's "last used" moves at most this often: one UPDATE less on almost every request.
 KEY_LAST_USED_PRECISION = timedelta(seconds=60)
+# Postgres refuses NUL in text columns and UTF-8 cannot encode a lone surrogate; a record
+# must be writable whatever the client sent (a model name, a path, a quoted value).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(slots=True)
@@ -61,6 +66,31 @@ class UsageDraft:
     written: bool = False  # set by dispatch.write_usage: a request has exactly one record
 
 
+# The drafts of the request being served, for the ASGI handler's last resort (kiro_site.asgi):
+# an exception that escapes a view must still leave exactly one record, with the key known.
+_request_drafts: ContextVar[list[UsageDraft] | None] = ContextVar("request_drafts", default=None)
+
+
+def usage_drafts_collect() -> list[UsageDraft]:
+    """Start collecting, in this request's context, the drafts `usage_draft_track` is given."""
+    drafts: list[UsageDraft] = []
+    _request_drafts.set(drafts)
+    return drafts
+
+
+def usage_draft_track(draft: UsageDraft) -> UsageDraft:
+    """Register a new draft with the request's collector, if one is running; return it."""
+    drafts = _request_drafts.get()
+    if drafts is not None:
+        drafts.append(draft)
+    return draft
+
+
+def storable(text: str, limit: int | None = None) -> str:
+    """Cut text to `limit` characters and replace what no column or log line can hold."""
+    return _UNSTORABLE.sub("\ufffd", text if limit is None else text[:limit])
+
+
 def trim_snippet(text: str) -> str:
     """Trim an upstream body to 2 KB of UTF-8 with a marker (spec kiro-ops §5.4)."""
     raw = text.encode("utf-8", errors="replace")
@@ -90,14 +120,14 @@ def usage_record_store(*, draft: UsageDraft) -> UsageRecord:
     values = {
         "created_at": now,
         "client_key_id": draft.client_key_id,
-        "endpoint": draft.endpoint,
-        "model_requested": draft.model_requested[:200],
-        "model_sent": draft.model_sent[:200],
+        "endpoint": storable(draft.endpoint, 64),
+        "model_requested": storable(draft.model_requested, 200),
+        "model_sent": storable(draft.model_sent, 200),
         "credential_id": draft.credential_id,
         "status": draft.status,
         "http_status": draft.http_status,
-        "error_type": draft.error_type[:64],
-        "error_message": draft.error_message[:4000],
+        "error_type": storable(draft.error_type, 64),
+        "error_message": storable(draft.error_message, 4000),
         "stream": draft.stream,
         "input_tokens": max(0, draft.input_tokens),
         "output_tokens": max(0, draft.output_tokens),
@@ -119,10 +149,10 @@ def usage_record_store(*, draft: UsageDraft) -> UsageRecord:
                     "usage_record_id": record.pk,
                     "attempt": index,
                     "credential_id": attempt.credential_id,
-                    "endpoint": attempt.endpoint,
+                    "endpoint": storable(attempt.endpoint, 8),
                     "http_status": attempt.http_status,
                     "outcome": attempt.outcome,
-                    "error_snippet": trim_snippet(attempt.error_snippet),
+                    "error_snippet": storable(trim_snippet(attempt.error_snippet)),
                     "duration_ms": attempt.duration_ms,
                 }
                 for index, attempt in enumerate(draft.attempts)

@@ -290,6 +290,8 @@ def _content_blocks(content: object, path: str) -> list[dict[str, Any]]:
         if not isinstance(part, Mapping):
             raise ConversionError(part_path, "must be an object")
         kind = part.get("type")
+        if not isinstance(kind, str):
+            raise ConversionError(f"{part_path}.type", "must be a string")
         if kind in _TEXT_PARTS or kind == "refusal":
             key = "refusal" if kind == "refusal" else "text"
             text = part.get(key)
@@ -954,6 +956,8 @@ def _input_item(item: object, path: str, system: list[str], turns: list[dict[str
     if not isinstance(item, Mapping):
         raise ConversionError(path, "must be an object")
     kind = item.get("type")
+    if kind is not None and not isinstance(kind, str):
+        raise ConversionError(f"{path}.type", "must be a string")
     if kind in _TOOL_CALL_ITEMS:
         call_id = item.get("call_id") or item.get("id")
         if not isinstance(call_id, str) or not call_id:
@@ -986,8 +990,6 @@ def _input_item(item: object, path: str, system: list[str], turns: list[dict[str
                 f"{path}.role",
                 f"must be 'system', 'developer', 'user' or 'assistant', got {role!r}",
             )
-    elif not isinstance(kind, str):
-        raise ConversionError(f"{path}.type", "must be a string")
     # Everything else — reasoning, web_search_call, compaction (spec 12.2), additional_tools
     # (read by _tool_entries), and item types newer than this code — carries no dialogue.
 

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.protocol.models import ConversionError
+
 # spec 10.1: these ranges are "western" (weight 1); every other char weighs 4.
 _NON_WESTERN = re.compile("[^\u0000-\u024f\u1e00-\u1eff\u2c60-\u2c7f\ua720-\ua7ff\uab30-\uab6f]")
 # spec 6.10: the streaming estimator only treats CJK Unified Ideographs specially.
@@ -66,6 +68,14 @@ def count_all_tokens(
     the local estimate; it is part of the signature because the remote counter needs it.
     """
     del model
+    # Counted before (count_tokens) or without (key limits) the full conversion: the three
+    # shapes are checked here, so that a malformed body is a 400, never a TypeError.
+    if system is not None and not isinstance(system, str | list | tuple):
+        raise ConversionError("system", "must be a string or a list of text blocks")
+    if not isinstance(messages, list | tuple):
+        raise ConversionError("messages", "must be a list of messages")
+    if tools is not None and not isinstance(tools, list | tuple):
+        raise ConversionError("tools", "must be a list of tools")
     total = 0
     if isinstance(system, str):
         total += count_tokens(system)

@@ -739,6 +739,9 @@ class WebSearchLoop:
         self._credit_unit_plural = "credits"
         self._emit_credits = True
         self._error: UpstreamFailure | None = None
+        # Converted now, so that a malformed body is a ConversionError here (a 400 before a
+        # stream starts), not in the middle of a stream. Later rounds add only our blocks.
+        self._prepare()
 
     # -- state --------------------------------------------------------------------------------
 
@@ -785,26 +788,32 @@ class WebSearchLoop:
             return self._conversion  # the caller is retrying the upstream call
         if self._state != _READY:
             raise RuntimeError(f"next_request() called in state {self._state}")
-        if self._conversion is None:
-            payload = self._payload()
-            conversion = convert_request(payload, options=self._options)
-            if self._rounds == 0:
-                # One logical turn: every round keeps the first round's ids.
-                state = conversion.kiro_body["conversationState"]
-                self._options = replace(
-                    self._options,
-                    conversation_id=conversion.conversation_id,
-                    agent_continuation_id=state.get("agentContinuationId"),
-                )
-            factory = self._factory or self._default_factory
-            translate = factory(conversion, payload)
-            # spec 11.5 step 3: a leaked <invoke> is never reclaimed as a web_search call
-            self._translate_options = replace(
-                translate, declared_tools=translate.declared_tools - {WEB_SEARCH}
-            )
-            self._conversion = conversion
+        self._prepare()
         self._state = _AWAITING_ROUND
+        assert self._conversion is not None
         return self._conversion
+
+    def _prepare(self) -> None:
+        """Convert the next round's request, unless it is converted already."""
+        if self._conversion is not None:
+            return
+        payload = self._payload()
+        conversion = convert_request(payload, options=self._options)
+        if self._rounds == 0:
+            # One logical turn: every round keeps the first round's ids.
+            state = conversion.kiro_body["conversationState"]
+            self._options = replace(
+                self._options,
+                conversation_id=conversion.conversation_id,
+                agent_continuation_id=state.get("agentContinuationId"),
+            )
+        factory = self._factory or self._default_factory
+        translate = factory(conversion, payload)
+        # spec 11.5 step 3: a leaked <invoke> is never reclaimed as a web_search call
+        self._translate_options = replace(
+            translate, declared_tools=translate.declared_tools - {WEB_SEARCH}
+        )
+        self._conversion = conversion
 
     def feed_round(self, events: Iterable[KiroEvent], *, complete: bool = True) -> list[str]:
         """Interpret one round's events; return the queries to search now (maybe none).

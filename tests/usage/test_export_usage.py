@@ -123,6 +123,7 @@ def test_it_leaves_out_what_the_log_leaves_out() -> None:
     UsageRecordFactory(created_at=at(1), endpoint="/v1/messages/count_tokens")
     UsageRecordFactory(created_at=at(1), endpoint="/v1/models")
     UsageRecordFactory(created_at=at(1), status=UsageStatus.REJECTED, http_status=401)
+    UsageRecordFactory(created_at=at(1), status=UsageStatus.REJECTED, http_status=405)
     UsageRecordFactory(
         created_at=at(1), status=UsageStatus.REJECTED, http_status=400, model_requested="kept"
     )

@@ -152,6 +152,8 @@ def test_it_logs_a_conversion_rejection_as_error(log_dir: Path) -> None:
         ("/cc/v1/messages/count_tokens", UsageStatus.SUCCESS, 200),
         ("/v1/models", UsageStatus.SUCCESS, 200),
         ("/v1/messages", UsageStatus.REJECTED, 401),
+        ("/v1/messages", UsageStatus.REJECTED, 405),
+        ("/v1/*", UsageStatus.REJECTED, 404),
     ],
 )
 def test_it_does_not_log_what_kiro_rs_does_not(
