@@ -8,9 +8,11 @@ limits (429); each refusal is OpenAI-shaped JSON and leaves its usage record.
 A stream is rendered live from the Kiro events (gateway/protocol/openai_stream.py): its head
 goes out once an upstream accepted the request, so that failover happens before the first
 byte as on `/v1/messages`, and an error before that is a JSON answer with its HTTP status.
-Only a body routed to the web-search loop (§11.5: Codex declares a hosted web_search tool) is
-not live yet: its head goes out at once (Codex gives up on a silent stream), keep-alives
-follow, and the events are synthesized from the finished answer, as Z does for every stream.
+Only a Responses body routed to the web-search loop (§11.5: Codex declares a hosted
+web_search tool) is not live yet: its head goes out at once (Codex gives up on a silent
+stream), keep-alives follow, and the events are synthesized from the finished answer, as Z
+does for every stream. A chat body never reaches the loop: chat takes function tools only
+(§12.1).
 """
 
 from __future__ import annotations
@@ -80,8 +82,9 @@ class _Endpoint:
         self.stream = openai.client_wants_stream(body)
         self.model = str(body.get("model", ""))
         converted = self.to_anthropic(body)
-        # The client asked for reasoning: an effort other than "none" (openai._effort).
-        self.reasoning = "output_config" in converted
+        # The client asked for reasoning: an effort, other than "none" (kept for GPT models).
+        effort = converted.get("output_config", {}).get("effort")
+        self.reasoning = effort is not None and effort != "none"
         return converted
 
     def to_anthropic(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -93,18 +96,6 @@ class _Endpoint:
 
     def render(self, message: dict[str, Any]) -> dict[str, Any]:
         """Render a finished Anthropic message as the non-stream answer."""
-        raise NotImplementedError
-
-    def head(self) -> bytes:
-        """Return the head of a synthesized stream, sent before the answer is ready."""
-        raise NotImplementedError
-
-    def synthesized(self, message: dict[str, Any]) -> bytes:
-        """Return the rest of a synthesized stream, from the finished message."""
-        raise NotImplementedError
-
-    def failed(self, status: int, payload: dict[str, Any]) -> bytes:
-        """Return the end of a synthesized stream whose answer failed."""
         raise NotImplementedError
 
 
@@ -133,25 +124,6 @@ class _Chat(_Endpoint):
             message, model=self.model, completion_id=self.completion_id, created=self.created
         )
 
-    def head(self) -> bytes:
-        return openai.chat_stream_head(
-            model=self.model, completion_id=self.completion_id, created=self.created
-        )
-
-    def synthesized(self, message: dict[str, Any]) -> bytes:
-        return openai.chat_stream_chunks(
-            message,
-            model=self.model,
-            include_usage=self.include_usage,
-            completion_id=self.completion_id,
-            created=self.created,
-            head=False,
-        )
-
-    def failed(self, status: int, payload: dict[str, Any]) -> bytes:
-        error = openai.anthropic_error_to_openai(status, payload)["error"]
-        return openai.chat_error_chunk(error["message"], error["type"], code=error.get("code"))
-
 
 class _Responses(_Endpoint):
     path = "/v1/responses"
@@ -178,6 +150,7 @@ class _Responses(_Endpoint):
         )
 
     def head(self) -> bytes:
+        """Return the head of a synthesized stream, sent before the answer is ready."""
         return openai.responses_stream_head(
             model=self.model,
             request=self.body,
@@ -186,6 +159,7 @@ class _Responses(_Endpoint):
         )
 
     def synthesized(self, message: dict[str, Any]) -> bytes:
+        """Return the rest of a synthesized stream, from the finished message."""
         return openai.responses_stream_events(
             message,
             model=self.model,
@@ -196,6 +170,7 @@ class _Responses(_Endpoint):
         )
 
     def failed(self, status: int, payload: dict[str, Any]) -> bytes:
+        """Return the end of a synthesized stream whose answer failed."""
         error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
         return openai.responses_failed_event(
             message=str(error.get("message", "Upstream API request failed.")),
@@ -239,7 +214,7 @@ async def _serve(request: HttpRequest, endpoint: _Endpoint) -> HttpResponse:
             await views.record_rejection(draft, started, views.INTERNAL_ERROR, "internal_error")
             return error_response(views.INTERNAL_ERROR)
 
-    if endpoint.stream and web_search_mode(body) != "none":
+    if endpoint.stream and isinstance(endpoint, _Responses) and web_search_mode(body) != "none":
         # The web-search loop is not live yet: start it now, stream its answer when done.
         work = asyncio.ensure_future(inner(live=False))
         interval = begun.config.stream_ping_interval_secs
@@ -262,7 +237,7 @@ async def _serve(request: HttpRequest, endpoint: _Endpoint) -> HttpResponse:
 
 
 async def _synthesized(
-    endpoint: _Endpoint, work: asyncio.Future[HttpResponse], interval: float
+    endpoint: _Responses, work: asyncio.Future[HttpResponse], interval: float
 ) -> AsyncIterator[bytes]:
     """Send the head at once and keep-alives while the answer is made, then its events."""
     try:

@@ -2,9 +2,9 @@
 
 Both endpoints run an Anthropic request through the normal `/v1/messages` path (§3-§11).
 A non-streaming answer is the finished message, translated here. A stream is rendered live
-from the Kiro events by gateway/protocol/openai_stream.py; only answers of the web-search loop
-(§11.5), which is not live, get their events synthesized from the finished message here, as
-Z does for every stream (§12). Pure: dicts in, dicts and bytes out.
+from the Kiro events by gateway/protocol/openai_stream.py; only Responses answers of the
+web-search loop (§11.5), which is not live, get their events synthesized from the finished
+message here, as Z does for every stream (§12). Pure: dicts in, dicts and bytes out.
 
 Where we follow Z and where we differ (each is marked in the code):
 
@@ -22,9 +22,10 @@ Where we follow Z and where we differ (each is marked in the code):
   otherwise read the unknown tier as `high`).
 * `tool_choice: "none"` withholds the tools (Kiro has no tool_choice, §12.1 says it is
   ignored downstream); a reply the model sends anyway cannot call a tool it never saw.
-* Chat streams follow OpenAI's `stream_options.include_usage` (a final `choices: []` chunk)
-  when asked for; otherwise usage rides on the finish chunk as in Z. Thinking, when the model
-  produced some, is returned as `reasoning_content` (chat) or a `reasoning` item (Responses).
+* Chat streams (openai_stream.py) follow OpenAI's `stream_options.include_usage` (a final
+  `choices: []` chunk) when asked for; otherwise usage rides on the finish chunk as in Z.
+  Thinking, when the model produced some, is returned as `reasoning_content` (chat) or a
+  `reasoning` item (Responses).
 * Namespaced Responses tools are flattened to `ns__name`; an upstream call to the bare `name`
   is mapped back when exactly one namespace declares it (as later Z does).
 """
@@ -48,10 +49,7 @@ __all__ = [
     "anthropic_error_to_openai",
     "anthropic_to_chat",
     "anthropic_to_responses",
-    "chat_error_chunk",
     "chat_include_usage",
-    "chat_stream_chunks",
-    "chat_stream_head",
     "chat_to_anthropic",
     "chat_usage",
     "client_wants_stream",
@@ -701,86 +699,6 @@ def chat_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
         "prompt_tokens_details": {"cached_tokens": read},
         **_credits(usage),
     }
-
-
-def _data(payload: Mapping[str, Any]) -> str:
-    return f"data: {_dumps(payload)}\n\n"
-
-
-def _chunk(
-    completion: Mapping[str, Any],
-    delta: Mapping[str, Any] | None,
-    finish: str | None = None,
-    usage: Mapping[str, Any] | None = None,
-) -> str:
-    """Render one `chat.completion.chunk`; `delta=None` is the `choices: []` usage chunk."""
-    chunk: dict[str, Any] = {
-        "id": completion["id"],
-        "object": "chat.completion.chunk",
-        "created": completion["created"],
-        "model": completion["model"],
-        "choices": []
-        if delta is None
-        else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-    }
-    if usage is not None:
-        chunk["usage"] = usage
-    return _data(chunk)
-
-
-def chat_stream_head(*, model: str, completion_id: str, created: int) -> bytes:
-    """Return the role chunk, which a view may send before the answer is ready."""
-    shell = {"id": completion_id, "created": created, "model": model}
-    return sse.to_bytes(_chunk(shell, {"role": "assistant", "content": ""}, None))
-
-
-def chat_stream_chunks(
-    message: Mapping[str, Any],
-    *,
-    model: str,
-    include_usage: bool = False,
-    completion_id: str | None = None,
-    created: int | None = None,
-    head: bool = True,
-) -> bytes:
-    """Synthesize the chat SSE stream of a finished message, ending with `[DONE]` (spec 12.1).
-
-    `head=False` leaves out the role chunk, for a view that already sent `chat_stream_head`.
-    With `include_usage` the usage follows in OpenAI's own `choices: []` chunk; without it,
-    it rides on the finish chunk as in Z.
-    """
-    completion = anthropic_to_chat(
-        message, model=model, completion_id=completion_id, created=created
-    )
-    choice = completion["choices"][0]
-    answer = choice["message"]
-    out: list[str] = []
-    if head:
-        out.append(_chunk(completion, {"role": "assistant", "content": ""}, None))
-    if "reasoning_content" in answer:
-        out.append(_chunk(completion, {"reasoning_content": answer["reasoning_content"]}, None))
-    if answer["content"]:
-        out.append(_chunk(completion, {"content": answer["content"]}, None))
-    for index, call in enumerate(answer.get("tool_calls", [])):
-        out.append(_chunk(completion, {"tool_calls": [{"index": index, **call}]}, None))
-    usage = completion["usage"]
-    if include_usage:
-        out.append(_chunk(completion, {}, choice["finish_reason"]))
-        out.append(_chunk(completion, None, usage=usage))
-    else:
-        out.append(_chunk(completion, {}, choice["finish_reason"], usage=usage))
-    out.append("data: [DONE]\n\n")
-    return sse.to_bytes("".join(out))
-
-
-def chat_error_chunk(
-    message: str,
-    type: str = "server_error",
-    *,
-    code: str | None = None,
-) -> bytes:
-    """Return the error event for a chat stream whose head was sent; the SDK raises on it."""
-    return sse.to_bytes(_data(openai_error(500, message, type, code=code)))
 
 
 # --- responses: request ----------------------------------------------------------------------
