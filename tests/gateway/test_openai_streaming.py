@@ -16,6 +16,9 @@ import openai
 import pytest
 
 from gateway.fakekiro.script import Script
+from gateway.protocol.events import AssistantResponse
+from gateway.protocol.openai_stream import ChatStream, ResponsesStream
+from gateway.protocol.translate import TranslateOptions
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,6 +43,34 @@ CUT_TOOL = Script.text("Let me run it.") + Script.event(
     "toolUseEvent",
     {"name": "exec_command", "toolUseId": "call_9", "input": '{"cmd":', "stop": False},
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_sdk() -> None:
+    """Let the openai SDK build its lazily made types before anything is timed: the first
+    Responses stream a process reads costs the client itself about half a second."""
+    options = TranslateOptions(model=MODEL, message_id="msg_warm")
+    chat = ChatStream(options, completion_id="chatcmpl-warm", created=0, include_usage=True)
+    responses = ResponsesStream(
+        options, response_id="resp_warm", created_at=0, request={"model": MODEL, "input": "Hi"}
+    )
+    streams = {
+        path: renderer.start() + renderer.feed([AssistantResponse("Hi.")]) + renderer.finish()
+        for path, renderer in (("/v1/chat/completions", chat), ("/v1/responses", responses))
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = {"content-type": "text/event-stream"}
+        return httpx.Response(200, content=streams[request.url.path], headers=headers)
+
+    transport = httpx.MockTransport(answer)
+    client = openai.OpenAI(
+        api_key="warm", base_url="http://warm/v1", http_client=httpx.Client(transport=transport)
+    )
+    with client.chat.completions.stream(model=MODEL, messages=MESSAGES) as stream:
+        assert stream.get_final_completion().choices[0].message.content == "Hi."
+    with client.responses.stream(model=MODEL, input="Hi") as stream:
+        assert stream.get_final_response().output_text == "Hi."
 
 
 def sdk(gateway) -> openai.OpenAI:
