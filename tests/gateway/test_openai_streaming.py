@@ -39,6 +39,8 @@ WEATHER = {
 }
 EXEC = {"type": "function", "name": "exec_command", "parameters": {"type": "object"}}
 APPLY_PATCH = {"type": "custom", "name": "apply_patch", "description": "Apply a patch."}
+WEB_SEARCH = {"type": "web_search"}  # the hosted tool Codex declares
+SEARCH_RESULTS = [{"title": "News", "url": "https://example.com/news", "snippet": "Today"}]
 CUT_TOOL = Script.text("Let me run it.") + Script.event(
     "toolUseEvent",
     {"name": "exec_command", "toolUseId": "call_9", "input": '{"cmd":', "stop": False},
@@ -58,19 +60,24 @@ def warm_sdk() -> None:
         path: renderer.start() + renderer.feed([AssistantResponse("Hi.")]) + renderer.finish()
         for path, renderer in (("/v1/chat/completions", chat), ("/v1/responses", responses))
     }
+    client = replaying(streams)
+    with client.chat.completions.stream(model=MODEL, messages=MESSAGES) as stream:
+        assert stream.get_final_completion().choices[0].message.content == "Hi."
+    with client.responses.stream(model=MODEL, input="Hi") as stream:
+        assert stream.get_final_response().output_text == "Hi."
+
+
+def replaying(streams: dict[str, bytes]) -> openai.OpenAI:
+    """Return an SDK client that gets these bytes as the stream of each path, no network."""
 
     def answer(request: httpx.Request) -> httpx.Response:
         headers = {"content-type": "text/event-stream"}
         return httpx.Response(200, content=streams[request.url.path], headers=headers)
 
     transport = httpx.MockTransport(answer)
-    client = openai.OpenAI(
-        api_key="warm", base_url="http://warm/v1", http_client=httpx.Client(transport=transport)
+    return openai.OpenAI(
+        api_key="replay", base_url="http://replay/v1", http_client=httpx.Client(transport=transport)
     )
-    with client.chat.completions.stream(model=MODEL, messages=MESSAGES) as stream:
-        assert stream.get_final_completion().choices[0].message.content == "Hi."
-    with client.responses.stream(model=MODEL, input="Hi") as stream:
-        assert stream.get_final_response().output_text == "Hi."
 
 
 def sdk(gateway) -> openai.OpenAI:
@@ -262,6 +269,41 @@ def test_chat_streams_reasoning_content_when_the_request_asked_for_reasoning(gat
     assert "".join(d.get("content", "") for d in deltas) == "42"
 
 
+def test_chat_answers_reasoning_as_reasoning_content_without_a_stream_too(gateway):
+    _, account = gateway.add_credential()
+    gateway.fake.script(
+        Script.reasoning("Six times seven.", signature="sig") + Script.text("42"),
+        account=account.id,
+    )
+
+    completion = sdk(gateway).chat.completions.create(
+        model=MODEL, messages=MESSAGES, reasoning_effort="high"
+    )
+
+    answer = completion.choices[0].message.model_dump()
+    assert (answer["reasoning_content"], answer["content"]) == ("Six times seven.", "42")
+
+
+def test_chat_shows_reasoning_as_text_when_the_effort_is_none(gateway):
+    """A GPT model keeps `none` (§3.16): the client asked for no reasoning (§6.6)."""
+    _, account = gateway.add_credential()
+    gateway.fake.script(
+        Script.reasoning("Six times seven.", signature="sig") + Script.text("42"),
+        account=account.id,
+    )
+
+    chunks = list(
+        sdk(gateway).chat.completions.create(
+            model="gpt-5.6-sol", messages=MESSAGES, stream=True, reasoning_effort="none"
+        )
+    )
+
+    deltas = [c.choices[0].delta.model_dump(exclude_none=True) for c in chunks if c.choices]
+    assert not any("reasoning_content" in d for d in deltas)
+    assert "".join(d.get("content", "") for d in deltas) == "Six times seven.42"
+    assert gateway.fake.requests_for("chat")[-1].problems == []
+
+
 def test_responses_streams_reasoning_as_a_summary_item(gateway):
     _, account = gateway.add_credential()
     gateway.fake.script(
@@ -435,7 +477,7 @@ def test_a_responses_stream_through_the_web_search_loop_sends_its_head_at_once(g
 
     started = time.monotonic()
     with sdk(gateway).responses.stream(
-        model=MODEL, input="News?", tools=[EXEC, {"type": "web_search"}]
+        model=MODEL, input="News?", tools=[EXEC, WEB_SEARCH]
     ) as stream:
         arrivals = [(time.monotonic() - started, e.type) for e in stream]
         response = stream.get_final_response()
@@ -444,3 +486,79 @@ def test_a_responses_stream_through_the_web_search_loop_sends_its_head_at_once(g
     assert arrivals[-1][1] == "response.completed" and arrivals[-1][0] >= PAUSE
     assert response.output_text == "Searched answer."
     assert one_record().status == "success"
+
+
+def test_a_responses_stream_through_the_web_search_loop_keeps_alive_and_shows_the_search(
+    gateway,
+):
+    from credentials.models import GatewaySettings
+
+    GatewaySettings.objects.update_or_create(pk=1, defaults={"stream_ping_interval_secs": 1})
+    _, account = gateway.add_credential()
+    gateway.fake.script(Script.tool_call("web_search", {"query": "news"}), account=account.id)
+    gateway.fake.script(Script.mcp_results(SEARCH_RESULTS).delayed(2.5), route="mcp")
+    gateway.fake.script(Script.text("Here is the news."), account=account.id)
+    body = {"model": MODEL, "input": "News?", "stream": True, "tools": [EXEC, WEB_SEARCH]}
+
+    raw = httpx.post(
+        gateway.base_url + "/v1/responses",
+        json=body,
+        headers={"Authorization": f"Bearer {gateway.key}"},
+        timeout=30,
+    ).content
+
+    assert raw.count(b": keep-alive\n\n") >= 2
+    with replaying({"/v1/responses": raw}).responses.stream(
+        model=MODEL, input="News?", tools=[EXEC, WEB_SEARCH]
+    ) as stream:
+        kinds = [e.type for e in stream]
+        response = stream.get_final_response()
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert [item.type for item in response.output] == ["web_search_call", "message"]
+    assert response.output[0].action.query == "news"
+    assert response.output_text == "Here is the news."
+    assert one_record().status == "success"
+
+
+def test_a_web_search_loop_refused_upstream_ends_its_stream_in_response_failed(gateway):
+    _, account = gateway.add_credential()
+    gateway.fake.script(Script.improperly_formed(), account=account.id)
+
+    events = list(
+        sdk(gateway).responses.create(
+            model=MODEL, input="News?", tools=[EXEC, WEB_SEARCH], stream=True
+        )
+    )
+
+    assert [e.type for e in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.failed",
+    ]
+    assert "Improperly formed" in events[-1].response.error.message
+    assert [e.sequence_number for e in events] == [0, 1, 2]
+    record = one_record()
+    assert (record.endpoint, record.http_status) == ("/v1/responses", 400)
+
+
+def test_a_client_leaving_the_web_search_loop_leaves_one_interrupted_record(gateway):
+    _, account = gateway.add_credential()
+    gateway.fake.script(Script.tool_call("web_search", {"query": "news"}), account=account.id)
+    gateway.fake.script(Script.mcp_results(SEARCH_RESULTS).delayed(3), route="mcp")
+    body = {"model": MODEL, "input": "News?", "stream": True, "tools": [EXEC, WEB_SEARCH]}
+
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream(
+            "POST",
+            gateway.base_url + "/v1/responses",
+            json=body,
+            headers={"Authorization": f"Bearer {gateway.key}"},
+        ) as response,
+    ):
+        first = next(response.iter_raw())
+    assert b"response.created" in first
+
+    record = one_record()
+    assert (record.status, record.error_type) == ("interrupted", "client_disconnected")
+    assert record.latency_ms < 2500  # the 3 s search was cut short
