@@ -2,8 +2,9 @@
 
 `connect()` runs the retry loop of spec kiro-protocol §7 (classification, backoff, failover,
 forced refresh, self-heal) until an upstream stream is open; database work happens here,
-between attempts. `relay()` then streams: bytes in, SSE out, no database access until the
-usage record is written in `finally`.
+between attempts. `relay()` then streams: bytes in, SSE out (Anthropic's, or whatever the
+endpoint's renderer writes), no database access until the usage record is written in
+`finally`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from gateway.protocol.convert import encode_body, for_endpoint
 from gateway.protocol.events import KiroEvent, parse_message
 from gateway.protocol.eventstream import EventStreamDecoder, Message, SkippedRegion
 from gateway.protocol.translate import (
+    Renderer,
     StreamTranslator,
     TranslateOptions,
     TranslationResult,
@@ -370,9 +372,14 @@ class _Failure:
         self.kind, self.message = kind, message
 
 
-async def relay(request: Request, connected: Connected) -> AsyncIterator[bytes]:
-    """Stream translated SSE for an open upstream response; record usage at the end."""
-    translator = StreamTranslator(request.translate)
+async def relay(
+    request: Request, connected: Connected, renderer: Renderer | None = None
+) -> AsyncIterator[bytes]:
+    """Stream translated SSE for an open upstream response; record usage at the end.
+
+    `renderer` writes the endpoint's stream (the OpenAI endpoints'); Anthropic SSE without.
+    """
+    translator = StreamTranslator(request.translate) if renderer is None else renderer
     queue: asyncio.Queue[Any] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     interval = request.config.stream_ping_interval_secs
@@ -434,7 +441,7 @@ def events_of(items: list[Message | SkippedRegion]) -> list[KiroEvent]:
 
 
 async def _produce(
-    connected: Connected, translator: StreamTranslator, queue: asyncio.Queue, request: Request
+    connected: Connected, translator: Renderer, queue: asyncio.Queue, request: Request
 ) -> None:
     """Read the upstream body; translate what each read delivered into one chunk."""
     decoder = EventStreamDecoder()

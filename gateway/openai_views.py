@@ -1,16 +1,28 @@
 """OpenAI-compatible endpoints (spec kiro-protocol §12): /v1/chat/completions, /v1/responses.
 
-Each runs the normal /v1/messages pipeline non-streaming (pool, accounting, traces alike) and
-translates the result; streams are synthesized after completion, as in Z, but their head is
-sent at once so that clients with short first-byte timeouts (Codex) keep waiting.
+Each runs the `/v1/messages` pipeline on the converted body: the same one trip to the
+database, pool, failover, accounting and traces. The checks come in the order of every
+endpoint: the key (401, before the body is read), the size (413), the body (400), the key's
+limits (429); each refusal is OpenAI-shaped JSON and leaves its usage record.
+
+A stream is rendered live from the Kiro events (gateway/protocol/openai_stream.py): its head
+goes out once an upstream accepted the request, so that failover happens before the first
+byte as on `/v1/messages`, and an error before that is a JSON answer with its HTTP status.
+Only a Responses body routed to the web-search loop (§11.5: Codex declares a hosted
+web_search tool) is not live yet: its head goes out at once (Codex gives up on a silent
+stream), keep-alives follow, and the events are synthesized from the finished answer, as Z
+does for every stream. A chat body never reaches the loop: chat takes function tools only
+(§12.1).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -18,173 +30,243 @@ from django.views.decorators.csrf import csrf_exempt
 
 from gateway import views
 from gateway.protocol import openai
+from gateway.protocol.classify import ClientError
+from gateway.protocol.convert import web_search_mode
 from gateway.protocol.models import ConversionError
-from gateway.responses import SSE_HEADERS
+from gateway.protocol.openai_stream import KEEP_ALIVE, ChatStream, ResponsesStream
+from gateway.protocol.translate import Renderer, TranslateOptions
+from gateway.responses import SSE_HEADERS, error_response
 
 log = logging.getLogger(__name__)
 
 
-def _json(payload: dict[str, Any], status: int = 200) -> JsonResponse:
-    return JsonResponse(payload, status=status, json_dumps_params={"ensure_ascii": False})
+def _json(payload: dict[str, Any], status: int = 200, retry_after: object = None) -> JsonResponse:
+    response = JsonResponse(payload, status=status, json_dumps_params={"ensure_ascii": False})
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
-async def _inner(
-    body: dict[str, Any], request: HttpRequest, endpoint: str
-) -> tuple[int, dict[str, Any]] | JsonResponse:
-    """Authenticate, then run the Anthropic body; return (status, JSON) or a refusal."""
-    key, config, draft, started = await views._start(request, endpoint)
-    if key is None:
-        await views.dispatch.write_local(
-            draft,
-            status=401,
-            started=started,
-            error_type="authentication_error",
-            message="Invalid API key",
+def _refusal(error: ClientError, problem: ConversionError | None) -> JsonResponse:
+    """Answer a refusal of the gateway itself in OpenAI's shape."""
+    if problem is not None:
+        body = openai.conversion_error_body(problem)  # names the field as `param`
+    elif error.status == 401:
+        body = openai.openai_error(
+            401, error.message, "invalid_request_error", code="invalid_api_key"
         )
-        return _json(
-            openai.openai_error(
-                401, "Invalid API key", "invalid_request_error", code="invalid_api_key"
-            ),
-            401,
+    else:
+        body = openai.anthropic_error_to_openai(error.status, error.body())
+    return _json(body, error.status, error.retry_after)
+
+
+class _Endpoint:
+    """What differs between the two endpoints: conversion and renderings of the answer.
+
+    `convert` runs in the worker thread of the request's first database trip and remembers
+    what the rest needs from the client's body."""
+
+    path = ""
+
+    def __init__(self, request: HttpRequest) -> None:
+        self.headers = request.headers
+        self.created = int(time.time())
+        self.body: Mapping[str, Any] = {}
+        self.model = ""
+        self.stream = False
+        self.reasoning = False
+
+    def convert(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Read the client's body and return the Anthropic one (ConversionError: a 400)."""
+        self.body = body
+        self.stream = openai.client_wants_stream(body)
+        self.model = str(body.get("model", ""))
+        converted = self.to_anthropic(body)
+        # The client asked for reasoning: an effort, other than "none" (kept for GPT models).
+        effort = converted.get("output_config", {}).get("effort")
+        self.reasoning = effort is not None and effort != "none"
+        return converted
+
+    def to_anthropic(self, body: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def renderer(self, options: TranslateOptions) -> Renderer:
+        """Make the live stream's renderer."""
+        raise NotImplementedError
+
+    def render(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Render a finished Anthropic message as the non-stream answer."""
+        raise NotImplementedError
+
+
+class _Chat(_Endpoint):
+    path = "/v1/chat/completions"
+
+    def __init__(self, request: HttpRequest) -> None:
+        super().__init__(request)
+        self.completion_id = openai.new_completion_id()
+        self.include_usage = False
+
+    def to_anthropic(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.include_usage = openai.chat_include_usage(body)
+        return openai.chat_to_anthropic(body, headers=self.headers)
+
+    def renderer(self, options: TranslateOptions) -> Renderer:
+        return ChatStream(
+            options,
+            completion_id=self.completion_id,
+            created=self.created,
+            include_usage=self.include_usage,
         )
-    try:
-        response = await views.serve_body(body, key, config, draft, started)
-    except Exception as exc:  # still exactly one usage record, which settles the reservation
-        log.exception("unexpected error serving %s", endpoint)
-        draft.error_message = f"{exc.__class__.__name__}: {exc}"[:500]
-        await views._reject(draft, started, views.INTERNAL_ERROR, "internal_error")
-        return 500, views.INTERNAL_ERROR.body()
-    return response.status_code, json.loads(response.content)
+
+    def render(self, message: dict[str, Any]) -> dict[str, Any]:
+        return openai.anthropic_to_chat(
+            message, model=self.model, completion_id=self.completion_id, created=self.created
+        )
 
 
-def _parse(request: HttpRequest) -> dict[str, Any]:
-    try:
-        return views._parse_body(request)
-    except views.TooLarge:
-        raise ConversionError("body", "the request body is too large") from None
+class _Responses(_Endpoint):
+    path = "/v1/responses"
+
+    def __init__(self, request: HttpRequest) -> None:
+        super().__init__(request)
+        self.response_id = openai.new_response_id()
+
+    def to_anthropic(self, body: dict[str, Any]) -> dict[str, Any]:
+        return openai.responses_to_anthropic(body, headers=self.headers)
+
+    def renderer(self, options: TranslateOptions) -> Renderer:
+        return ResponsesStream(
+            options, response_id=self.response_id, created_at=self.created, request=self.body
+        )
+
+    def render(self, message: dict[str, Any]) -> dict[str, Any]:
+        return openai.anthropic_to_responses(
+            message,
+            model=self.model,
+            request=self.body,
+            response_id=self.response_id,
+            created_at=self.created,
+        )
+
+    def head(self) -> bytes:
+        """Return the head of a synthesized stream, sent before the answer is ready."""
+        return openai.responses_stream_head(
+            model=self.model,
+            request=self.body,
+            response_id=self.response_id,
+            created_at=self.created,
+        )
+
+    def synthesized(self, message: dict[str, Any]) -> bytes:
+        """Return the rest of a synthesized stream, from the finished message."""
+        return openai.responses_stream_events(
+            message,
+            model=self.model,
+            request=self.body,
+            response_id=self.response_id,
+            created_at=self.created,
+            head=False,
+        )
+
+    def failed(self, status: int, payload: dict[str, Any]) -> bytes:
+        """Return the end of a synthesized stream whose answer failed."""
+        error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
+        return openai.responses_failed_event(
+            message=str(error.get("message", "Upstream API request failed.")),
+            error_type=str(error.get("type", "api_error")),
+            model=self.model,
+            request=self.body,
+            response_id=self.response_id,
+            created_at=self.created,
+        )
 
 
-async def _openai_endpoint(
-    request: HttpRequest,
-    endpoint: str,
-    to_anthropic: Callable[[dict[str, Any]], dict[str, Any]],
-    render: Callable[[dict[str, Any], bool], bytes | dict[str, Any]],
-    head: Callable[[], bytes],
-    failed: Callable[[int, dict[str, Any]], bytes],
-) -> HttpResponse:
+async def _serve(request: HttpRequest, endpoint: _Endpoint) -> HttpResponse:
     if request.method != "POST":
         return _json(openai.openai_error(405, "Use POST."), 405)
+    begun, draft, started = await views.begin(request, endpoint.path, convert=endpoint.convert)
+    refused = begun.refused()
+    if refused is not None:
+        error, error_type = refused
+        await views.record_rejection(draft, started, error, error_type)
+        return _refusal(error, begun.problem)
+    body, key = begun.body, begun.key
+    assert body is not None and key is not None
+
+    async def inner(live: bool) -> HttpResponse:
+        """Serve the body; `live`: stream it through the endpoint's renderer."""
+        body["stream"] = live
+        try:
+            return await views.serve_body(
+                body,
+                key,
+                begun.config,
+                draft,
+                started,
+                prefetched=begun.prefetched,
+                renderer=endpoint.renderer if live else None,
+                reasoning=endpoint.reasoning,
+            )
+        except Exception as exc:  # never an HTML 500; still exactly one usage record
+            log.exception("unexpected error serving %s", endpoint.path)
+            draft.error_message = f"{exc.__class__.__name__}: {exc}"[:500]
+            await views.record_rejection(draft, started, views.INTERNAL_ERROR, "internal_error")
+            return error_response(views.INTERNAL_ERROR)
+
+    if endpoint.stream and isinstance(endpoint, _Responses) and web_search_mode(body) != "none":
+        # The web-search loop is not live yet: start it now, stream its answer when done.
+        work = asyncio.ensure_future(inner(live=False))
+        interval = begun.config.stream_ping_interval_secs
+        return StreamingHttpResponse(
+            _synthesized(endpoint, work, interval),
+            content_type="text/event-stream",
+            headers=SSE_HEADERS,
+        )
+    response = await inner(live=endpoint.stream)
+    if isinstance(response, StreamingHttpResponse):
+        return response
+    payload = json.loads(response.content)
+    if response.status_code != 200:
+        return _json(
+            openai.anthropic_error_to_openai(response.status_code, payload),
+            response.status_code,
+            response.get("Retry-After"),
+        )
+    return _json(endpoint.render(payload))
+
+
+async def _synthesized(
+    endpoint: _Responses, work: asyncio.Future[HttpResponse], interval: float
+) -> AsyncIterator[bytes]:
+    """Send the head at once and keep-alives while the answer is made, then its events."""
     try:
-        body = _parse(request)
-        stream = openai.client_wants_stream(body)
-        anthropic_body = to_anthropic(body)
-    except ConversionError as exc:
-        return _json(openai.conversion_error_body(exc), 400)
-    if not stream:
-        outcome = await _inner(anthropic_body, request, endpoint)
-        if isinstance(outcome, JsonResponse):
-            return outcome
-        status, payload = outcome
-        if status != 200:
-            return _json(openai.anthropic_error_to_openai(status, payload), status)
-        return _json(render(payload, False))  # type: ignore[arg-type]
-
-    async def events() -> AsyncIterator[bytes]:
-        yield head()
-        outcome = await _inner(anthropic_body, request, endpoint)
-        if isinstance(outcome, JsonResponse):
-            yield failed(401, json.loads(outcome.content))
-            return
-        status, payload = outcome
-        yield failed(status, payload) if status != 200 else render(payload, True)  # type: ignore[misc]
-
-    return StreamingHttpResponse(events(), content_type="text/event-stream", headers=SSE_HEADERS)
+        yield endpoint.head()
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=interval)
+            if done:
+                break
+            yield KEEP_ALIVE
+        response = work.result()
+        payload = json.loads(response.content)
+        if response.status_code != 200:
+            yield endpoint.failed(response.status_code, payload)
+        else:
+            yield endpoint.synthesized(payload)
+    finally:
+        if not work.done():  # the client left: the inner request records it as interrupted
+            work.cancel()
+            with contextlib.suppress(BaseException):
+                await work
 
 
 @csrf_exempt
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     """POST /v1/chat/completions (spec §12.1)."""
-    completion_id, created = openai.new_completion_id(), int(time.time())
-    state: dict[str, Any] = {}
-
-    def to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
-        state["model"] = str(body.get("model", ""))
-        state["usage"] = openai.chat_include_usage(body)
-        return openai.chat_to_anthropic(body, headers=request.headers)
-
-    def render(message: dict[str, Any], streamed: bool) -> bytes | dict[str, Any]:
-        if not streamed:
-            return openai.anthropic_to_chat(
-                message, model=state["model"], completion_id=completion_id, created=created
-            )
-        return openai.chat_stream_chunks(
-            message,
-            model=state["model"],
-            include_usage=state["usage"],
-            completion_id=completion_id,
-            created=created,
-            head=False,
-        )
-
-    def head() -> bytes:
-        return openai.chat_stream_head(
-            model=state["model"], completion_id=completion_id, created=created
-        )
-
-    def failed(status: int, payload: dict[str, Any]) -> bytes:
-        error = openai.anthropic_error_to_openai(status, payload)["error"]
-        return openai.chat_error_chunk(error["message"], error["type"], code=error.get("code"))
-
-    return await _openai_endpoint(
-        request, "/v1/chat/completions", to_anthropic, render, head, failed
-    )
+    return await _serve(request, _Chat(request))
 
 
 @csrf_exempt
 async def responses(request: HttpRequest) -> HttpResponse:
     """POST /v1/responses (spec §12.2, Codex)."""
-    response_id, created = openai.new_response_id(), int(time.time())
-    state: dict[str, Any] = {}
-
-    def to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
-        state["model"], state["request"] = str(body.get("model", "")), body
-        return openai.responses_to_anthropic(body, headers=request.headers)
-
-    def render(message: dict[str, Any], streamed: bool) -> bytes | dict[str, Any]:
-        if not streamed:
-            return openai.anthropic_to_responses(
-                message,
-                model=state["model"],
-                request=state["request"],
-                response_id=response_id,
-                created_at=created,
-            )
-        return openai.responses_stream_events(
-            message,
-            model=state["model"],
-            request=state["request"],
-            response_id=response_id,
-            created_at=created,
-            head=False,
-        )
-
-    def head() -> bytes:
-        return openai.responses_stream_head(
-            model=state["model"],
-            request=state["request"],
-            response_id=response_id,
-            created_at=created,
-        )
-
-    def failed(status: int, payload: dict[str, Any]) -> bytes:
-        error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
-        return openai.responses_failed_event(
-            message=str(error.get("message", "Upstream API request failed.")),
-            error_type=str(error.get("type", "api_error")),
-            model=state["model"],
-            request=state["request"],
-            response_id=response_id,
-            created_at=created,
-        )
-
-    return await _openai_endpoint(request, "/v1/responses", to_anthropic, render, head, failed)
+    return await _serve(request, _Responses(request))

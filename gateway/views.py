@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ from gateway.protocol.models import (
 )
 from gateway.protocol.tokens import count_all_tokens
 from gateway.protocol.tools import restore_tool_call
-from gateway.protocol.translate import TranslateOptions, new_message_id
+from gateway.protocol.translate import Renderer, TranslateOptions, new_message_id
 from gateway.responses import SSE_HEADERS, error_response
 from usage.models import UsageStatus
 from usage.services import UsageDraft, usage_draft_track
@@ -142,33 +143,49 @@ async def _start(
 
 
 @dataclass(slots=True)
-class _Begun:
-    """What the messages path learns in its one trip to the database before going upstream."""
+class Begun:
+    """What a chat request learns in its one trip to the database before going upstream."""
 
     key: KeyIdentity | None
     config: GatewayConfig
-    body: dict[str, Any] | None = None
+    body: dict[str, Any] | None = None  # the Anthropic body (converted, for OpenAI clients)
     error: ClientError | None = None  # the body is malformed or too large
+    problem: ConversionError | None = None  # what is malformed (OpenAI names it as `param`)
     refusal: tuple[ClientError, str] | None = None  # a limit of the key refused it
     reservation: limits.Reservation | None = None
     prefetched: dispatch.Prefetched | None = None
 
+    def refused(self) -> tuple[ClientError, str | None] | None:
+        """Return the refusal to answer with, and its error type, in the order every endpoint
+        checks: the key (401), the size (413), the body (400), the key's limits (429)."""
+        if self.key is None:
+            return INVALID_KEY, None
+        if self.error is not None:
+            return self.error, None
+        return self.refusal
 
-def _begin(presented: str | None, request: HttpRequest) -> _Begun:
+
+Convert = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _begin(presented: str | None, request: HttpRequest, convert: Convert | None = None) -> Begun:
     """Authenticate, parse the body, reserve under the key's limits, and read the pool and
     the credential of the first attempt: one worker-thread trip, where each of these used to
     take its own (PERF-NOTES: each trip costs a thread hand-off), and one statement for the
     key and its pool (selectors.request_start; on Postgres each statement is a round trip).
-    The body is only parsed for a valid key, so an unauthenticated client costs one lookup."""
+    The body is only parsed for a valid key, so an unauthenticated client costs one lookup.
+    `convert` turns another API's body into an Anthropic one (ConversionError: a 400)."""
     start = selectors.request_start(auth.key_hash(presented)) if presented else None
     key = start.key if start is not None else None
-    begun = _Begun(key, selectors.gateway_config())
+    begun = Begun(key, selectors.gateway_config())
     if key is None:
         return begun
     try:
         body = begun.body = _parse_body(request)
+        if convert is not None:
+            body = begun.body = convert(body)
     except ConversionError as exc:
-        begun.error = _bad_request(str(exc))
+        begun.error, begun.problem = _bad_request(str(exc)), exc
         return begun
     except TooLarge:
         begun.error = TOO_LARGE
@@ -197,9 +214,10 @@ def _has_images(value: object) -> bool:
     return False
 
 
-async def _reject(
+async def record_rejection(
     draft: UsageDraft, started: float, error: ClientError, error_type: str | None = None
-) -> JsonResponse:
+) -> None:
+    """Write the usage record of a request refused with `error` before going upstream."""
     await dispatch.write_local(
         draft,
         status=error.status,
@@ -207,6 +225,12 @@ async def _reject(
         message=error.message,
         started=started,
     )
+
+
+async def _reject(
+    draft: UsageDraft, started: float, error: ClientError, error_type: str | None = None
+) -> JsonResponse:
+    await record_rejection(draft, started, error, error_type)
     return error_response(error)
 
 
@@ -272,25 +296,32 @@ async def _reserve(
 # --- /v1/messages ------------------------------------------------------------------------
 
 
-async def _messages(request: HttpRequest, *, cc_mode: bool) -> HttpResponse:
-    endpoint = "/cc/v1/messages" if cc_mode else "/v1/messages"
+async def begin(
+    request: HttpRequest, endpoint: str, *, convert: Convert | None = None
+) -> tuple[Begun, UsageDraft, float]:
+    """Run a chat request's first database trip (`_begin`); return what it learned, the
+    usage draft (holding the reservation) and the start time. A client that leaves meanwhile
+    still gets its one record."""
     started = time.monotonic()
-    task = asyncio.ensure_future(db(_begin, auth.presented_key(request), request))
+    task = asyncio.ensure_future(db(_begin, auth.presented_key(request), request, convert))
     try:
         begun = await asyncio.shield(task)
     except asyncio.CancelledError:
         await _left_during_begin(task, endpoint, started)
         raise
-    key = begun.key
-    draft = _draft(endpoint, key)
-    if key is None:
-        return await _reject(draft, started, INVALID_KEY)
-    if begun.error is not None:
-        return await _reject(draft, started, begun.error)
-    if begun.refusal is not None:
-        return await _reject(draft, started, *begun.refusal)
+    draft = _draft(endpoint, begun.key)
     draft.reservation = begun.reservation
-    assert begun.body is not None
+    return begun, draft, started
+
+
+async def _messages(request: HttpRequest, *, cc_mode: bool) -> HttpResponse:
+    endpoint = "/cc/v1/messages" if cc_mode else "/v1/messages"
+    begun, draft, started = await begin(request, endpoint)
+    refused = begun.refused()
+    if refused is not None:
+        return await _reject(draft, started, *refused)
+    key = begun.key
+    assert key is not None and begun.body is not None
     try:
         return await serve_body(
             begun.body,
@@ -311,7 +342,7 @@ async def _left_during_begin(task: asyncio.Future, endpoint: str, started: float
     """The client left during the first database trip: still exactly one usage record, and
     the reservation that trip may have taken is settled by writing it."""
     try:
-        begun: _Begun = await task
+        begun: Begun = await task
     except Exception:
         log.exception("the first database trip of %s failed after the client left", endpoint)
         return
@@ -339,15 +370,28 @@ async def serve_body(
     *,
     cc_mode: bool = False,
     prefetched: dispatch.Prefetched | None = None,
+    renderer: Callable[[TranslateOptions], Renderer] | None = None,
+    reasoning: bool = False,
 ) -> HttpResponse:
-    """Serve one Anthropic Messages body (also the inner request of the OpenAI endpoints)."""
+    """Serve one Anthropic Messages body (also the inner request of the OpenAI endpoints).
+
+    `renderer` makes the stream's renderer (the OpenAI endpoints'; Anthropic SSE without);
+    `reasoning` shows native reasoning as thinking though the body asked for none (§12)."""
     try:
         refused = await _reserve(body, key, draft)
         if refused is not None:
             return await _reject(draft, started, *refused)
         # Every exit writes the usage record, which settles the reservation (dispatch).
         return await _serve_body(
-            body, key, config, draft, started, cc_mode=cc_mode, prefetched=prefetched
+            body,
+            key,
+            config,
+            draft,
+            started,
+            cc_mode=cc_mode,
+            prefetched=prefetched,
+            renderer=renderer,
+            reasoning=reasoning,
         )
     except asyncio.CancelledError:  # the client left, maybe before any record was written
         await record_interrupted(draft, started)
@@ -363,6 +407,8 @@ async def _serve_body(
     *,
     cc_mode: bool,
     prefetched: dispatch.Prefetched | None = None,
+    renderer: Callable[[TranslateOptions], Renderer] | None = None,
+    reasoning: bool = False,
 ) -> HttpResponse:
     try:
         _validate_messages_body(body)
@@ -425,6 +471,7 @@ async def _serve_body(
         cc_mode=cc_mode and draft.stream,
         extract_thinking=config.extract_thinking,
         restore_tool_input=lambda name, value: restore_tool_call(name, value, tool_names)[1],
+        reasoning=reasoning,
     )
     gateway_request = dispatch.Request(
         key=key,
@@ -450,7 +497,7 @@ async def _serve_body(
     draft.http_status = 200
     if draft.stream:
         response = StreamingHttpResponse(
-            dispatch.relay(gateway_request, connected),
+            dispatch.relay(gateway_request, connected, renderer(translate) if renderer else None),
             content_type="text/event-stream",
             headers=SSE_HEADERS,
         )

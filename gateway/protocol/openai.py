@@ -1,8 +1,10 @@
 """Translate OpenAI Chat Completions and Responses traffic to Anthropic and back (spec §12).
 
-Both endpoints run one non-streaming Anthropic request through the normal `/v1/messages`
-path (§3-§11) and translate its finished message; a client that asked for a stream gets the
-events synthesized from that message (§12). Pure: dicts in, dicts and bytes out.
+Both endpoints run an Anthropic request through the normal `/v1/messages` path (§3-§11).
+A non-streaming answer is the finished message, translated here. A stream is rendered live
+from the Kiro events by gateway/protocol/openai_stream.py; only Responses answers of the
+web-search loop (§11.5), which is not live, get their events synthesized from the finished
+message here, as Z does for every stream (§12). Pure: dicts in, dicts and bytes out.
 
 Where we follow Z and where we differ (each is marked in the code):
 
@@ -20,9 +22,10 @@ Where we follow Z and where we differ (each is marked in the code):
   otherwise read the unknown tier as `high`).
 * `tool_choice: "none"` withholds the tools (Kiro has no tool_choice, §12.1 says it is
   ignored downstream); a reply the model sends anyway cannot call a tool it never saw.
-* Chat streams follow OpenAI's `stream_options.include_usage` (a final `choices: []` chunk)
-  when asked for; otherwise usage rides on the finish chunk as in Z. Thinking, when the model
-  produced some, is returned as `reasoning_content` (chat) or a `reasoning` item (Responses).
+* Chat streams (openai_stream.py) follow OpenAI's `stream_options.include_usage` (a final
+  `choices: []` chunk) when asked for; otherwise usage rides on the finish chunk as in Z.
+  Thinking, when the model produced some, is returned as `reasoning_content` (chat) or a
+  `reasoning` item (Responses).
 * Namespaced Responses tools are flattened to `ns__name`; an upstream call to the bare `name`
   is mapped back when exactly one namespace declares it (as later Z does).
 """
@@ -46,20 +49,25 @@ __all__ = [
     "anthropic_error_to_openai",
     "anthropic_to_chat",
     "anthropic_to_responses",
-    "chat_error_chunk",
     "chat_include_usage",
-    "chat_stream_chunks",
-    "chat_stream_head",
     "chat_to_anthropic",
+    "chat_usage",
     "client_wants_stream",
     "conversion_error_body",
+    "custom_input",
+    "finish_reason",
+    "item_id",
     "new_completion_id",
     "new_response_id",
     "openai_error",
+    "response_error",
+    "response_shell",
     "responses_failed_event",
     "responses_stream_events",
     "responses_stream_head",
     "responses_to_anthropic",
+    "responses_usage",
+    "tool_table",
 ]
 
 #: spec 12.1 / 12.2: the output budget when the client names none.
@@ -108,7 +116,8 @@ _TOOL_CALL_ITEMS: Final = frozenset({"function_call", "custom_tool_call"})
 _TOOL_OUTPUT_ITEMS: Final = frozenset({"function_call_output", "custom_tool_call_output"})
 # spec 12.1: headers that may carry the client's session id, in order.
 _SESSION_HEADERS: Final = ("x-session-affinity", "x-client-request-id", "session_id", "session-id")
-_LENGTH_STOPS: Final = frozenset({"max_tokens", "model_context_window_exceeded"})
+#: Anthropic stop reasons that mean the answer was cut (chat `length`, Responses incomplete).
+LENGTH_STOPS: Final = frozenset({"max_tokens", "model_context_window_exceeded"})
 _STATUS_TYPES: Final = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -176,7 +185,8 @@ def anthropic_error_to_openai(status: int, body: object) -> dict[str, Any]:
 
 
 def client_wants_stream(body: Mapping[str, Any]) -> bool:
-    """Tell whether the client asked for a stream (the inner request never streams, §12)."""
+    """Tell whether the client asked for a stream (the converted body says `stream: false`;
+    the view streams it live, or synthesizes the events of a web-search loop, §12)."""
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise ConversionError("stream", "must be a boolean")
@@ -527,7 +537,7 @@ def _anthropic_body(
     effort: str | None,
     user_id: str | None,
 ) -> dict[str, Any]:
-    """Assemble the inner Anthropic request; it never streams (spec 12)."""
+    """Assemble the inner Anthropic request, non-streaming (the view decides, spec 12)."""
     body: dict[str, Any] = {"model": model, "max_tokens": max_tokens}
     if system:
         body["system"] = [_text(text) for text in system]
@@ -602,22 +612,23 @@ class _Reply:
             usage=usage if isinstance(usage, Mapping) else {},
         )
 
-    def tokens(self) -> tuple[int, int, int]:
-        """Return (prompt, completion, cache read); prompt counts cache writes and reads."""
-        usage = self.usage
 
-        def number(key: str) -> int:
-            value = usage.get(key)
-            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+def _tokens(usage: Mapping[str, Any]) -> tuple[int, int, int]:
+    """Return (prompt, completion, cache read); prompt counts cache writes and reads."""
 
-        read = number("cache_read_input_tokens")
-        prompt = number("input_tokens") + number("cache_creation_input_tokens") + read
-        return prompt, number("output_tokens"), read
+    def number(key: str) -> int:
+        value = usage.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
-    def credits(self) -> dict[str, Any]:
-        """Return the credit_* fields of the usage, if the upstream metered the request."""
-        keys = ("credit_usage", "credit_unit", "credit_unit_plural")
-        return {key: self.usage[key] for key in keys if key in self.usage}
+    read = number("cache_read_input_tokens")
+    prompt = number("input_tokens") + number("cache_creation_input_tokens") + read
+    return prompt, number("output_tokens"), read
+
+
+def _credits(usage: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the credit_* fields of the usage, if the upstream metered the request."""
+    keys = ("credit_usage", "credit_unit", "credit_unit_plural")
+    return {key: usage[key] for key in keys if key in usage}
 
 
 def _arguments_json(value: Any) -> str:
@@ -668,113 +679,34 @@ def anthropic_to_chat(
                 "index": 0,
                 "message": answer,
                 "logprobs": None,
-                "finish_reason": _finish_reason(reply),
+                "finish_reason": finish_reason(reply.stop_reason, has_calls=bool(reply.calls)),
             }
         ],
-        "usage": _chat_usage(reply),
+        "usage": chat_usage(reply.usage),
     }
 
 
-def _finish_reason(reply: _Reply) -> str:
+def finish_reason(stop_reason: str | None, *, has_calls: bool) -> str:
     """Map the stop reason (spec 12.1); `refusal` → `content_filter` is ours."""
-    if reply.stop_reason == "tool_use":
+    if stop_reason == "tool_use":
         return "tool_calls"
-    if reply.stop_reason in _LENGTH_STOPS:
+    if stop_reason in LENGTH_STOPS:
         return "length"
-    if reply.stop_reason == "refusal":
+    if stop_reason == "refusal":
         return "content_filter"
-    return "tool_calls" if reply.calls else "stop"
+    return "tool_calls" if has_calls else "stop"
 
 
-def _chat_usage(reply: _Reply) -> dict[str, Any]:
-    prompt, completion, read = reply.tokens()
+def chat_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
+    """Render an Anthropic usage object as a chat completion's `usage`."""
+    prompt, completion, read = _tokens(usage)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": read},
-        **reply.credits(),
+        **_credits(usage),
     }
-
-
-def _data(payload: Mapping[str, Any]) -> str:
-    return f"data: {_dumps(payload)}\n\n"
-
-
-def _chunk(
-    completion: Mapping[str, Any],
-    delta: Mapping[str, Any] | None,
-    finish: str | None = None,
-    usage: Mapping[str, Any] | None = None,
-) -> str:
-    """Render one `chat.completion.chunk`; `delta=None` is the `choices: []` usage chunk."""
-    chunk: dict[str, Any] = {
-        "id": completion["id"],
-        "object": "chat.completion.chunk",
-        "created": completion["created"],
-        "model": completion["model"],
-        "choices": []
-        if delta is None
-        else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-    }
-    if usage is not None:
-        chunk["usage"] = usage
-    return _data(chunk)
-
-
-def chat_stream_head(*, model: str, completion_id: str, created: int) -> bytes:
-    """Return the role chunk, which a view may send before the answer is ready."""
-    shell = {"id": completion_id, "created": created, "model": model}
-    return sse.to_bytes(_chunk(shell, {"role": "assistant", "content": ""}, None))
-
-
-def chat_stream_chunks(
-    message: Mapping[str, Any],
-    *,
-    model: str,
-    include_usage: bool = False,
-    completion_id: str | None = None,
-    created: int | None = None,
-    head: bool = True,
-) -> bytes:
-    """Synthesize the chat SSE stream of a finished message, ending with `[DONE]` (spec 12.1).
-
-    `head=False` leaves out the role chunk, for a view that already sent `chat_stream_head`.
-    With `include_usage` the usage follows in OpenAI's own `choices: []` chunk; without it,
-    it rides on the finish chunk as in Z.
-    """
-    completion = anthropic_to_chat(
-        message, model=model, completion_id=completion_id, created=created
-    )
-    choice = completion["choices"][0]
-    answer = choice["message"]
-    out: list[str] = []
-    if head:
-        out.append(_chunk(completion, {"role": "assistant", "content": ""}, None))
-    if "reasoning_content" in answer:
-        out.append(_chunk(completion, {"reasoning_content": answer["reasoning_content"]}, None))
-    if answer["content"]:
-        out.append(_chunk(completion, {"content": answer["content"]}, None))
-    for index, call in enumerate(answer.get("tool_calls", [])):
-        out.append(_chunk(completion, {"tool_calls": [{"index": index, **call}]}, None))
-    usage = completion["usage"]
-    if include_usage:
-        out.append(_chunk(completion, {}, choice["finish_reason"]))
-        out.append(_chunk(completion, None, usage=usage))
-    else:
-        out.append(_chunk(completion, {}, choice["finish_reason"], usage=usage))
-    out.append("data: [DONE]\n\n")
-    return sse.to_bytes("".join(out))
-
-
-def chat_error_chunk(
-    message: str,
-    type: str = "server_error",
-    *,
-    code: str | None = None,
-) -> bytes:
-    """Return the error event for a chat stream whose head was sent; the SDK raises on it."""
-    return sse.to_bytes(_data(openai_error(500, message, type, code=code)))
 
 
 # --- responses: request ----------------------------------------------------------------------
@@ -790,7 +722,7 @@ class _Declared:
 
 
 @dataclass(slots=True)
-class _ToolTable:
+class ToolTable:
     """The request's tools, flattened, and how to map model-side names back."""
 
     tools: list[dict[str, Any]] = field(default_factory=list)
@@ -827,15 +759,16 @@ def _tool_entries(body: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return entries
 
 
-def _tool_table(body: Mapping[str, Any]) -> _ToolTable:
-    table = _ToolTable()
+def tool_table(body: Mapping[str, Any]) -> ToolTable:
+    """Read the tools of a Responses body: what the model sees, and how names map back."""
+    table = ToolTable()
     for path, entry in _tool_entries(body):
         _declare(table, entry, path, namespace=None, prefix="")
     return table
 
 
 def _declare(
-    table: _ToolTable, entry: object, path: str, *, namespace: str | None, prefix: str
+    table: ToolTable, entry: object, path: str, *, namespace: str | None, prefix: str
 ) -> None:
     """Add one Responses tool (function, custom, namespace, hosted) to the table (spec 12.2)."""
     if not isinstance(entry, Mapping):
@@ -925,7 +858,7 @@ def responses_to_anthropic(
     if not turns:
         raise ConversionError("input", "must contain a user message")
 
-    table = _tool_table(body)
+    table = tool_table(body)
     choice = _tool_choice(body.get("tool_choice"), "tool_choice")
     tools = list(table.tools)
     withheld = choice is not None and choice["type"] == "none"
@@ -1002,11 +935,12 @@ def new_response_id() -> str:
     return f"resp_{uuid.uuid4().hex}"
 
 
-def _item_id(prefix: str) -> str:
+def item_id(prefix: str) -> str:
+    """Return a fresh output item id such as `msg_<32 hex>`."""
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-def _custom_input(value: Any) -> str:
+def custom_input(value: Any) -> str:
     """Unwrap a free-text tool's `{"input": string}` (spec 12.2), tolerating model slips."""
     if isinstance(value, str):
         return value
@@ -1021,21 +955,21 @@ def _custom_input(value: Any) -> str:
     return _arguments_json(value)
 
 
-def _output_items(reply: _Reply, table: _ToolTable, status: str) -> list[dict[str, Any]]:
+def _output_items(reply: _Reply, table: ToolTable, status: str) -> list[dict[str, Any]]:
     """Build the output items: reasoning, searches, message, then tool calls (spec 12.2)."""
     items: list[dict[str, Any]] = []
     if reply.reasoning:
         items.append(
             {
                 "type": "reasoning",
-                "id": _item_id("rs"),
+                "id": item_id("rs"),
                 "summary": [{"type": "summary_text", "text": reply.reasoning}],
             }
         )
     items.extend(
         {
             "type": "web_search_call",
-            "id": search_id or _item_id("ws"),
+            "id": search_id or item_id("ws"),
             "status": "completed",
             "action": {"type": "search", "query": query},
         }
@@ -1045,7 +979,7 @@ def _output_items(reply: _Reply, table: _ToolTable, status: str) -> list[dict[st
         items.append(
             {
                 "type": "message",
-                "id": _item_id("msg"),
+                "id": item_id("msg"),
                 "status": "completed" if status == "completed" else "incomplete",
                 "role": "assistant",
                 "content": [{"type": "output_text", "text": reply.text, "annotations": []}],
@@ -1059,16 +993,16 @@ def _output_items(reply: _Reply, table: _ToolTable, status: str) -> list[dict[st
         if declared is not None and declared.kind == "custom":
             item: dict[str, Any] = {
                 "type": "custom_tool_call",
-                "id": _item_id("ctc"),
+                "id": item_id("ctc"),
                 "call_id": call.id,
                 "name": name,
-                "input": _custom_input(call.input),
+                "input": custom_input(call.input),
                 "status": "completed",
             }
         else:
             item = {
                 "type": "function_call",
-                "id": _item_id("fc"),
+                "id": item_id("fc"),
                 "call_id": call.id,
                 "name": name,
                 "arguments": _arguments_json(call.input),
@@ -1080,19 +1014,20 @@ def _output_items(reply: _Reply, table: _ToolTable, status: str) -> list[dict[st
     return items
 
 
-def _responses_usage(reply: _Reply) -> dict[str, Any]:
-    prompt, completion, read = reply.tokens()
+def responses_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
+    """Render an Anthropic usage object as a Responses `usage`."""
+    prompt, completion, read = _tokens(usage)
     return {
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": read},
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": prompt + completion,
-        **reply.credits(),
+        **_credits(usage),
     }
 
 
-def _response_shell(
+def response_shell(
     *, response_id: str, created_at: int, model: str, request: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Build the response object minus output and usage, echoing the request's settings."""
@@ -1137,22 +1072,22 @@ def anthropic_to_responses(
     belonged to a namespace, and its settings are echoed back.
     """
     reply = _Reply.of(message)
-    response = _response_shell(
+    response = response_shell(
         response_id=response_id or new_response_id(),
         created_at=created_at if created_at is not None else int(time.time()),
         model=model,
         request=request,
     )
     status = "completed"
-    if reply.stop_reason in _LENGTH_STOPS:
+    if reply.stop_reason in LENGTH_STOPS:
         status = "incomplete"
         response["incomplete_details"] = {"reason": "max_output_tokens"}
     elif reply.stop_reason == "refusal":
         status = "incomplete"
         response["incomplete_details"] = {"reason": "content_filter"}
     response["status"] = status
-    response["output"] = _output_items(reply, _tool_table(request), status)
-    response["usage"] = _responses_usage(reply)
+    response["output"] = _output_items(reply, tool_table(request), status)
+    response["usage"] = responses_usage(reply.usage)
     return response
 
 
@@ -1186,7 +1121,7 @@ def responses_stream_head(
     Codex times out a silent stream; a view can send these at once, then the rest with
     `responses_stream_events(..., head=False)` (whose numbering continues at 2).
     """
-    shell = _response_shell(
+    shell = response_shell(
         response_id=response_id, created_at=created_at, model=model, request=request
     )
     events = _Events()
@@ -1287,6 +1222,15 @@ def _item_events(events: _Events, index: int, item: Mapping[str, Any]) -> None:
     events.add("response.output_item.done", {"output_index": index, "item": item})
 
 
+def response_error(message: str, error_type: str) -> dict[str, Any]:
+    """Build a failed response's `error`; the Anthropic error type becomes a code Codex acts
+    on (retry, compaction)."""
+    code = _RESPONSES_CODES.get(error_type, "server_error")
+    if message in (CONTEXT_FULL.message, INPUT_TOO_LONG.message):
+        code = "context_length_exceeded"
+    return {"code": code, "message": message}
+
+
 def responses_failed_event(
     *,
     message: str,
@@ -1301,14 +1245,11 @@ def responses_failed_event(
 
     `error_type` is the Anthropic error type; it becomes a code Codex acts on.
     """
-    shell = _response_shell(
+    shell = response_shell(
         response_id=response_id, created_at=created_at, model=model, request=request
     )
-    code = _RESPONSES_CODES.get(error_type, "server_error")
-    if message in (CONTEXT_FULL.message, INPUT_TOO_LONG.message):
-        code = "context_length_exceeded"
     shell["status"] = "failed"
-    shell["error"] = {"code": code, "message": message}
+    shell["error"] = response_error(message, error_type)
     events = _Events(start=sequence_number)
     events.add("response.failed", {"response": shell})
     return events.to_bytes()

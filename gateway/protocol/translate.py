@@ -1,8 +1,10 @@
 """Translate Kiro events into Anthropic Messages SSE or JSON (spec kiro-protocol §6).
 
-One state machine, `_Machine`, decides blocks, thinking, tools, stop reason and usage; two thin
-subclasses render it: `StreamTranslator` as SSE bytes (one bytes object per upstream read,
-PERF-NOTES) and `_Assembler` as the non-stream JSON message (§6.13).
+One state machine, `Machine`, decides blocks, thinking, tools, stop reason and usage; thin
+subclasses render it: `StreamTranslator` as Anthropic SSE bytes (one bytes object per upstream
+read, PERF-NOTES), `_Assembler` as the non-stream JSON message (§6.13), and the OpenAI stream
+renderers of gateway/protocol/openai_stream.py (§12). A streaming renderer offers `Renderer`,
+the interface `dispatch.relay` drives.
 
 Where we follow Z and where we go beyond both proxies:
 
@@ -36,7 +38,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from gateway.protocol import sse
 from gateway.protocol.events import (
@@ -73,7 +75,9 @@ class TranslateOptions:
     built-in → client name in Z's Claude Code mode, §3.13). `declared_tools` are the client's
     tool names; when empty, `<invoke>` reclamation is off. `restore_tool_input` rewrites a
     parsed tool input back to the client's shape (§3.13), given the upstream tool name.
-    `extract_thinking` applies to `assemble_message` only (§6.13).
+    `extract_thinking` applies to `assemble_message` only (§6.13). `reasoning` renders native
+    reasoning as thinking even when the request asked for no thinking (an OpenAI client that
+    set a reasoning effort, §12); without it, such reasoning is text (§6.6).
     """
 
     model: str
@@ -89,6 +93,7 @@ class TranslateOptions:
     sanitize: bool = True
     extract_thinking: bool = True
     restore_tool_input: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
+    reasoning: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +165,20 @@ class _ToolBuffer:
     parts: list[str]
 
 
-class _Machine:
-    """Decide blocks, stop reason and usage from Kiro events; subclasses render the blocks."""
+class Machine:
+    """Decide blocks, stop reason and usage from Kiro events; subclasses render the blocks.
+
+    The interface for renderers: feed events with `consume()`; at the end of the upstream body
+    call `settle()`, which flushes held text and decides the stop reason (or fails a cut tool
+    call); `abort()` ends the answer after a broken upstream. The machine calls the `on_*`
+    hooks in output order: text and thinking deltas as they come, `on_close_text` /
+    `on_close_thinking` where a block ends (text is closed before thinking opens and before a
+    tool; a thinking block may stay open across a tool), `on_tool` once per tool call whose
+    input is complete, valid JSON (§6.4: a cut or broken call never reaches a hook), and
+    `on_failed` at most once, after which no content hook is called. A renderer sets
+    `produced` when it emits content. `begin()` opens the answer: before that, content events
+    are ignored.
+    """
 
     __slots__ = (
         "_context_pct",
@@ -178,7 +195,6 @@ class _Machine:
         "_non_thinking_block",
         "_opts",
         "_out_estimate",
-        "_produced",
         "_sanitizer",
         "_signature",
         "_splitter",
@@ -189,6 +205,7 @@ class _Machine:
         "_tool_calls",
         "_tool_seen",
         "_tools",
+        "produced",
     )
 
     def __init__(self, options: TranslateOptions, *, split_thinking: bool) -> None:
@@ -218,42 +235,95 @@ class _Machine:
         self._credit_unit = "credit"
         self._credit_unit_plural = "credits"
         self._out_estimate = 0
-        self._produced = False
+        self.produced = False
         self._error_type: str | None = None
         self._error_message: str | None = None
 
-    # -- rendering primitives (subclasses) -------------------------------------------------
+    # -- rendering hooks (subclasses) ------------------------------------------------------
 
-    def _text(self, text: str) -> None:
+    def on_text(self, text: str) -> None:
+        """Render a text delta (opening a text block if none is open)."""
         raise NotImplementedError
 
-    def _open_thinking(self) -> None:
+    def on_open_thinking(self) -> None:
+        """Open a thinking block."""
         raise NotImplementedError
 
-    def _thinking(self, text: str) -> None:
+    def on_thinking(self, text: str) -> None:
+        """Render a thinking delta (opening a thinking block if none is open)."""
         raise NotImplementedError
 
-    def _close_thinking(self, signature: str) -> None:
+    def on_close_thinking(self, signature: str) -> None:
+        """Close the open thinking block, if any, with its signature (§6.5, §6.6)."""
         raise NotImplementedError
 
-    def _close_text(self) -> None:
+    def on_close_text(self) -> None:
+        """Close the open text block, if any."""
         raise NotImplementedError
 
-    def _tool_block(self, tool_id: str, name: str, input_json: str) -> None:
+    def on_tool(self, tool_id: str, name: str, input_json: str) -> None:
+        """Render a complete tool call: the client's name, its input as compact JSON."""
         raise NotImplementedError
 
-    def _redacted_block(self, data: str) -> None:
+    def on_redacted(self, data: str) -> None:
+        """Render a redacted thinking block (§6.6)."""
         raise NotImplementedError
 
-    def _failed(self, kind: str, message: str) -> None:
+    def on_failed(self, kind: str, message: str) -> None:
+        """Render the end of a failed answer; `kind` is an Anthropic error type (§6.12)."""
         raise NotImplementedError
+
+    # -- the interface for renderers -------------------------------------------------------
+
+    @property
+    def options(self) -> TranslateOptions:
+        """Return the options the machine was made with."""
+        return self._opts
+
+    @property
+    def fresh(self) -> bool:
+        """Tell whether the answer has not begun yet."""
+        return self._state == _FRESH
+
+    @property
+    def open(self) -> bool:
+        """Tell whether the answer has begun and has neither finished nor failed."""
+        return self._state == _OPEN
+
+    @property
+    def finished(self) -> bool:
+        """Tell whether `settle()` ended the answer normally."""
+        return self._state == _DONE
+
+    @property
+    def failed(self) -> bool:
+        """Tell whether the answer ended in error (the caller may stop reading upstream)."""
+        return self._state == _FAILED
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Return the Anthropic stop reason `settle()` decided, or None before."""
+        return self._stop_reason
+
+    def begin(self) -> bool:
+        """Open the answer; return False if it was open or over already."""
+        if self._state != _FRESH:
+            return False
+        self._state = _OPEN
+        return True
+
+    def abort(self, kind: str, message: str) -> None:
+        """Fail the answer after a break outside the event stream (a reset, a bug), §6.12."""
+        if self._state == _FRESH:
+            self._state = _OPEN
+        self._fail(kind, message, kind)
 
     # -- events ----------------------------------------------------------------------------
 
-    def _consume(self, events: Iterable[KiroEvent]) -> None:
+    def consume(self, events: Iterable[KiroEvent]) -> None:
         """Apply events in order; the hot path is a small assistantResponseEvent."""
         sanitizer = self._sanitizer
-        text = self._text
+        text = self.on_text
         for event in events:
             if type(event) is AssistantResponse and self._state == _OPEN:
                 content = event.content
@@ -333,7 +403,7 @@ class _Machine:
         self._state = _FAILED
         self._error_type = error_type
         self._error_message = message
-        self._failed(kind, message)
+        self.on_failed(kind, message)
 
     # -- text and thinking -----------------------------------------------------------------
 
@@ -342,11 +412,11 @@ class _Machine:
             self._end_native()
         sanitizer = self._sanitizer
         if sanitizer is None or (sanitizer.quiet and "<" not in text and "\n" not in text):
-            self._text(text)
+            self.on_text(text)
             return
         for segment in sanitizer.push(text, final=False):
             if type(segment) is str:
-                self._text(segment)
+                self.on_text(segment)
             else:
                 self._invoke_tool(segment)
 
@@ -355,12 +425,12 @@ class _Machine:
             if kind == TEXT:
                 self._emit_text(value)
             elif kind == THINKING:
-                self._thinking(value)
+                self.on_thinking(value)
             elif kind == OPEN:
-                self._close_text()
-                self._open_thinking()
+                self.on_close_text()
+                self.on_open_thinking()
             elif kind == CLOSE:
-                self._close_thinking(self._take_signature())
+                self.on_close_thinking(self._take_signature())
 
     def _take_signature(self) -> str:
         signature, self._signature = self._signature, None
@@ -368,10 +438,10 @@ class _Machine:
 
     def _end_native(self) -> None:
         self._native_open = False
-        self._close_thinking(self._take_signature())
+        self.on_close_thinking(self._take_signature())
 
     def _reasoning(self, event: Reasoning) -> None:
-        if not self._opts.thinking:
+        if not (self._opts.thinking or self._opts.reasoning):
             if event.text:  # spec 6.6: disabled thinking shows reasoning as text
                 self._out_estimate += estimate_tokens(event.text)
                 self._emit_text(event.text)
@@ -386,16 +456,16 @@ class _Machine:
                 if splitter is not None:
                     self._apply_ops(splitter.detach())
                 if not inside_tag_block:
-                    self._close_text()
-                    self._open_thinking()
+                    self.on_close_text()
+                    self.on_open_thinking()
                 self._native_open = True
-            self._thinking(event.text)
+            self.on_thinking(event.text)
         if event.redacted_content:
             self._out_estimate += REDACTED_THINKING_TOKENS
             if self._native_open:
                 self._end_native()
-            self._close_text()
-            self._redacted_block(event.redacted_content)
+            self.on_close_text()
+            self.on_redacted(event.redacted_content)
 
     # -- tools -----------------------------------------------------------------------------
 
@@ -444,7 +514,7 @@ class _Machine:
         self._tool_calls += 1
         self._non_thinking_block = True
         name = self._opts.tool_names.get(upstream_name, upstream_name)  # spec 3.12
-        self._tool_block(tool_id, name, input_json)
+        self.on_tool(tool_id, name, input_json)
 
     def _boundary(self) -> None:
         """Settle thinking and held text before a block that is not text (spec 6.4)."""
@@ -455,19 +525,19 @@ class _Machine:
         if sanitizer is not None and not sanitizer.quiet:
             for segment in sanitizer.push("", final=True):
                 if type(segment) is str:
-                    self._text(segment)
+                    self.on_text(segment)
                 else:
                     self._invoke_tool(segment)
         if self._native_open:
             self._end_native()
-        self._close_text()
+        self.on_close_text()
 
     # -- the end ---------------------------------------------------------------------------
 
-    def _finish(self, *, thinking_only_rule: bool) -> None:
+    def settle(self, *, thinking_only_rule: bool) -> None:
         """Flush held text, settle tools and decide the stop reason (spec 6.8, 6.9)."""
         if self._high_surrogate:
-            self._consume([AssistantResponse("")])  # an unpaired half: sent as U+FFFD
+            self.consume([AssistantResponse("")])  # an unpaired half: sent as U+FFFD
         if self._native_open:
             self._end_native()
         splitter, self._splitter = self._splitter, None
@@ -476,7 +546,7 @@ class _Machine:
         if self._sanitizer is not None:
             for segment in self._sanitizer.push("", final=True):
                 if type(segment) is str:
-                    self._text(segment)
+                    self.on_text(segment)
                 else:
                     self._invoke_tool(segment)
         if self._state != _OPEN:
@@ -484,7 +554,7 @@ class _Machine:
         stop = self._explicit_stop
         if thinking_only_rule and self._thinking_block and not self._non_thinking_block:
             stop = "max_tokens"  # spec 6.5: thinking-only rule
-            self._text(" ")
+            self.on_text(" ")
         if self._tools:
             cut = ", ".join(
                 f"{tool_id} ({buffer.name}, {sum(map(len, buffer.parts))} chars buffered)"
@@ -531,7 +601,7 @@ class _Machine:
     def _output_estimate(self) -> int:
         return self._out_estimate
 
-    def _usage_dict(self) -> dict[str, Any]:
+    def usage_dict(self) -> dict[str, Any]:
         uncached, output, creation, read = self._usage()
         usage: dict[str, Any] = {
             "cache_creation_input_tokens": creation,
@@ -558,7 +628,7 @@ class _Machine:
             credits=self._credits,
             metered=self._metered,
             tool_calls=self._tool_calls,
-            produced_output=self._produced,
+            produced_output=self.produced,
             finished=self._state == _DONE,
             had_error=self._state == _FAILED,
             error_type=self._error_type,
@@ -568,6 +638,31 @@ class _Machine:
     def summary(self) -> TranslationResult:
         """Return `result` (a method for callers that prefer one)."""
         return self.result
+
+
+class Renderer(Protocol):
+    """A streaming renderer of one answer, as `dispatch.relay` drives it.
+
+    `start()` once (the head the client gets as soon as the upstream answered), `feed()` per
+    upstream read (one bytes object each, PERF-NOTES), then `finish()` at the end of the
+    upstream body, or `fail()` when it broke; `ping()` between reads keeps the client waiting.
+    `failed` turns true when the answer ended in error; `summary()` is what gets recorded.
+    """
+
+    @property
+    def failed(self) -> bool: ...
+
+    def start(self) -> bytes: ...
+
+    def feed(self, events: Iterable[KiroEvent]) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+    def fail(self, kind: str, message: str) -> bytes: ...
+
+    def ping(self) -> bytes: ...
+
+    def summary(self) -> TranslationResult: ...
 
 
 # -- SSE rendering -------------------------------------------------------------------------
@@ -585,7 +680,7 @@ def _block_stop(index: int) -> str:
     return f'event: content_block_stop\ndata: {{"index":{index},"type":"content_block_stop"}}\n\n'
 
 
-class StreamTranslator(_Machine):
+class StreamTranslator(Machine):
     """Render Kiro events as Anthropic SSE, one bytes object per upstream read.
 
     Call `start()` once, `feed()` per upstream read, then `finish()` — or `fail()` when the
@@ -609,11 +704,6 @@ class StreamTranslator(_Machine):
         """Return the keep-alive event (spec §6.1)."""
         return sse.PING
 
-    @property
-    def failed(self) -> bool:
-        """Tell whether the stream ended in error (the caller may stop reading upstream)."""
-        return self._state == _FAILED
-
     def start(self) -> bytes:
         """Open the message: `message_start` and, without thinking, text block 0 (§6.2-6.3)."""
         if self._state != _FRESH:
@@ -628,7 +718,7 @@ class StreamTranslator(_Machine):
     def feed(self, events: Iterable[KiroEvent]) -> bytes:
         """Translate the events of one upstream read into one SSE chunk."""
         prefix = self.start() if self._state == _FRESH else b""
-        self._consume(events)
+        self.consume(events)
         return prefix + self._drain() if prefix else self._drain()
 
     def finish(self) -> bytes:
@@ -637,7 +727,7 @@ class StreamTranslator(_Machine):
             self.start()
         if self._state != _OPEN:
             return self._drain()
-        self._finish(thinking_only_rule=True)
+        self.settle(thinking_only_rule=True)
         if self._state != _DONE:
             return self._drain()
         self._close_open()
@@ -648,7 +738,7 @@ class StreamTranslator(_Machine):
                 {
                     "delta": {"stop_reason": self._stop_reason, "stop_sequence": None},
                     "type": "message_delta",
-                    "usage": self._usage_dict(),
+                    "usage": self.usage_dict(),
                 }
             )
             + '\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n'
@@ -727,18 +817,18 @@ class StreamTranslator(_Machine):
             self._buffer.append(_block_stop(self._open_index))
             self._open_kind = _NONE
 
-    def _text(self, text: str) -> None:
+    def on_text(self, text: str) -> None:
         if self._open_kind != _TEXT_BLOCK:
             self._open_text()
         self._non_thinking_block = True
-        self._produced = True
+        self.produced = True
         self._buffer.append(f"{_TEXT_DELTA_HEAD}{_json_str(text)}{self._tail}")
 
-    def _close_text(self) -> None:
+    def on_close_text(self) -> None:
         if self._open_kind == _TEXT_BLOCK:
             self._close_open()
 
-    def _open_thinking(self) -> None:
+    def on_open_thinking(self) -> None:
         self._close_open()
         index = self._new_block('{"thinking":"","type":"thinking"}')
         self._open_kind = _THINKING_BLOCK
@@ -746,13 +836,13 @@ class StreamTranslator(_Machine):
         self._tail = _delta_tail("thinking_delta", index)
         self._thinking_block = True
 
-    def _thinking(self, text: str) -> None:
+    def on_thinking(self, text: str) -> None:
         if self._open_kind != _THINKING_BLOCK:
-            self._open_thinking()
-        self._produced = True
+            self.on_open_thinking()
+        self.produced = True
         self._buffer.append(f'{_DELTA_HEAD}"thinking":{_json_str(text)}{self._tail}')
 
-    def _close_thinking(self, signature: str) -> None:
+    def on_close_thinking(self, signature: str) -> None:
         if self._open_kind != _THINKING_BLOCK:
             return
         index = self._open_index
@@ -764,23 +854,23 @@ class StreamTranslator(_Machine):
         )
         self._close_open()
 
-    def _tool_block(self, tool_id: str, name: str, input_json: str) -> None:
+    def on_tool(self, tool_id: str, name: str, input_json: str) -> None:
         self._close_open()
         block = _compact({"id": tool_id, "input": {}, "name": name, "type": "tool_use"})
         index = self._new_block(block)
-        self._produced = True
+        self.produced = True
         self._buffer.append(
             f'{_DELTA_HEAD}"partial_json":{_json_str(input_json)}'
             f"{_delta_tail('input_json_delta', index)}{_block_stop(index)}"
         )
 
-    def _redacted_block(self, data: str) -> None:
+    def on_redacted(self, data: str) -> None:
         self._close_open()
         index = self._new_block(_compact({"data": data, "type": "redacted_thinking"}))
-        self._produced = True
+        self.produced = True
         self._buffer.append(_block_stop(index))
 
-    def _failed(self, kind: str, message: str) -> None:
+    def on_failed(self, kind: str, message: str) -> None:
         buffer = self._buffer
         if self._opts.cc_mode:
             buffer.clear()  # nothing was sent but pings: the error is the whole answer
@@ -792,7 +882,7 @@ class StreamTranslator(_Machine):
 # -- non-stream ----------------------------------------------------------------------------
 
 
-class _Assembler(_Machine):
+class _Assembler(Machine):
     """Collect the blocks of a non-stream response (spec §6.13)."""
 
     __slots__ = ("_redacted", "_texts", "_thinking_parts", "_thinking_signature", "_tool_blocks")
@@ -806,32 +896,32 @@ class _Assembler(_Machine):
         self._redacted: list[str] = []
         self._tool_blocks: list[dict[str, Any]] = []
 
-    def _text(self, text: str) -> None:
+    def on_text(self, text: str) -> None:
         self._texts.append(text)
 
-    def _open_thinking(self) -> None:
+    def on_open_thinking(self) -> None:
         self._thinking_block = True
 
-    def _thinking(self, text: str) -> None:
+    def on_thinking(self, text: str) -> None:
         self._thinking_block = True
         self._thinking_parts.append(text)
 
-    def _close_thinking(self, signature: str) -> None:
+    def on_close_thinking(self, signature: str) -> None:
         if self._thinking_signature is None or signature != THINKING_SIGNATURE_PLACEHOLDER:
             self._thinking_signature = signature
 
-    def _close_text(self) -> None:
+    def on_close_text(self) -> None:
         pass
 
-    def _tool_block(self, tool_id: str, name: str, input_json: str) -> None:
+    def on_tool(self, tool_id: str, name: str, input_json: str) -> None:
         self._tool_blocks.append(
             {"type": "tool_use", "id": tool_id, "name": name, "input": _loads(input_json)}
         )
 
-    def _redacted_block(self, data: str) -> None:
+    def on_redacted(self, data: str) -> None:
         self._redacted.append(data)
 
-    def _failed(self, kind: str, message: str) -> None:
+    def on_failed(self, kind: str, message: str) -> None:
         pass
 
     def _output_estimate(self) -> int:
@@ -843,7 +933,7 @@ class _Assembler(_Machine):
 
     def message(self) -> dict[str, Any]:
         """Finish and return the message; raise `UpstreamFailure` if the answer broke."""
-        self._finish(thinking_only_rule=False)
+        self.settle(thinking_only_rule=False)
         if self._state == _FAILED:
             error_type = self._error_type or "api_error"
             if error_type != TOOL_JSON_ERROR:  # spec 6.13 (Z): tool errors keep their own type
@@ -874,7 +964,7 @@ class _Assembler(_Machine):
             "model": opts.model,
             "stop_reason": self._stop_reason,
             "stop_sequence": None,
-            "usage": self._usage_dict(),
+            "usage": self.usage_dict(),
         }
 
 
@@ -886,7 +976,7 @@ def assemble_message(events: Iterable[KiroEvent], options: TranslateOptions) -> 
     A caller whose upstream read failed must not call this at all.
     """
     assembler = _Assembler(options)
-    assembler._consume(events)
+    assembler.consume(events)
     return assembler.message()
 
 
@@ -895,7 +985,7 @@ def assemble_result(
 ) -> tuple[dict[str, Any] | None, TranslationResult, UpstreamFailure | None]:
     """Like `assemble_message`, but also return the usage summary (even on failure)."""
     assembler = _Assembler(options)
-    assembler._consume(events)
+    assembler.consume(events)
     try:
         message = assembler.message()
     except UpstreamFailure as failure:

@@ -68,7 +68,7 @@ def test_a_client_leaving_before_the_upstream_answers_still_leaves_one_record(ga
 
 
 def test_a_client_leaving_during_authentication_still_leaves_one_record(gateway, monkeypatch):
-    """count_tokens, /v1/models and the OpenAI endpoints authenticate in views._start."""
+    """count_tokens and /v1/models authenticate in views._start."""
     import asyncio
 
     from django.test import RequestFactory

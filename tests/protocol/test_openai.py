@@ -20,9 +20,6 @@ from gateway.protocol.openai import (
     anthropic_error_to_openai,
     anthropic_to_chat,
     anthropic_to_responses,
-    chat_error_chunk,
-    chat_stream_chunks,
-    chat_stream_head,
     chat_to_anthropic,
     client_wants_stream,
     conversion_error_body,
@@ -89,13 +86,6 @@ def text(value: str) -> dict[str, Any]:
 
 def tool_use(name: str, tool_input: Any, tool_id: str = "tooluse_1") -> dict[str, Any]:
     return {"type": "tool_use", "id": tool_id, "name": name, "input": tool_input}
-
-
-def chunks(stream: bytes) -> list[str]:
-    lines = stream.decode().split("\n\n")
-    assert lines[-1] == ""
-    assert all(line.startswith("data: ") for line in lines[:-1])
-    return [line.removeprefix("data: ") for line in lines[:-1]]
 
 
 def events(stream: bytes) -> list[tuple[str, dict[str, Any]]]:
@@ -443,59 +433,6 @@ def test_it_returns_thinking_as_reasoning_content() -> None:
     completion = anthropic_to_chat(answer, model="m")
 
     assert completion["choices"][0]["message"]["reasoning_content"] == "hmm"
-
-
-def test_it_streams_role_content_tool_and_finish_chunks_then_done() -> None:
-    answer = message(
-        text("Checking."), tool_use("f", {"a": 1}), tool_use("g", {}, "t2"), stop_reason="tool_use"
-    )
-
-    raw = chunks(chat_stream_chunks(answer, model="m"))
-
-    assert raw[-1] == "[DONE]"
-    parsed = [json.loads(chunk) for chunk in raw[:-1]]
-    deltas = [chunk["choices"][0]["delta"] for chunk in parsed]
-    assert deltas[0] == {"role": "assistant", "content": ""}
-    assert deltas[1] == {"content": "Checking."}
-    assert [d["tool_calls"][0]["index"] for d in deltas[2:4]] == [0, 1]
-    assert deltas[2]["tool_calls"][0]["function"] == {"name": "f", "arguments": '{"a":1}'}
-    assert parsed[-1]["choices"][0]["finish_reason"] == "tool_calls"
-    assert parsed[-1]["usage"]["total_tokens"] == 20
-    assert {chunk["object"] for chunk in parsed} == {"chat.completion.chunk"}
-    assert len({chunk["id"] for chunk in parsed}) == 1
-
-
-def test_it_sends_usage_in_a_separate_chunk_when_asked() -> None:
-    raw = chunks(chat_stream_chunks(message(text("hi")), model="m", include_usage=True))
-
-    finish, usage = json.loads(raw[-3]), json.loads(raw[-2])
-    assert finish["choices"][0]["finish_reason"] == "stop"
-    assert "usage" not in finish
-    assert usage["choices"] == []
-    assert usage["usage"]["prompt_tokens"] == 15
-
-
-def test_it_continues_a_stream_whose_head_was_sent_early() -> None:
-    head = chat_stream_head(model="m", completion_id="chatcmpl-1", created=7)
-    rest = chat_stream_chunks(
-        message(text("hi")), model="m", completion_id="chatcmpl-1", created=7, head=False
-    )
-
-    parsed = [json.loads(chunk) for chunk in chunks(head + rest)[:-1]]
-
-    assert [chunk["choices"][0]["delta"] for chunk in parsed[:2]] == [
-        {"role": "assistant", "content": ""},
-        {"content": "hi"},
-    ]
-    assert {chunk["id"] for chunk in parsed} == {"chatcmpl-1"}
-
-
-def test_it_renders_a_stream_error_chunk_the_sdk_raises_on() -> None:
-    raw = chunks(chat_error_chunk("Upstream failed", "server_error"))
-
-    assert json.loads(raw[0]) == {
-        "error": {"message": "Upstream failed", "type": "server_error", "param": None, "code": None}
-    }
 
 
 def test_it_translates_a_message_assembled_from_kiro_events() -> None:
