@@ -7,8 +7,7 @@ Bounded: a fixed number of examples, derandomized, so a run is the same every ti
 ten seconds per endpoint). To hunt for more: FUZZ_EXAMPLES=500 FUZZ_RANDOM=1.
 
 The fake upstream answers normally, so no answer may be 5xx (a classified upstream failure
-would be one; none is expected here). The OpenAI endpoints still have two known gaps
-(tests/gateway/openai_gap.py): they are collected, every other check fails the test.
+would be one; none is expected here).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -26,7 +25,6 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from tests.gateway.openai_gap import KnownOpenAIGap, pending
 from tests.malformed import (
     CHAT_BODY,
     COUNT_BODIES,
@@ -81,15 +79,10 @@ class Run:
     gateway: Any
     endpoint: Endpoint
     sent: int = 0
-    gaps: list[str] = field(default_factory=list)  # OpenAI endpoints only, see KnownOpenAIGap
 
-    def expect(self, condition: bool, what: str, *, openai_gap: bool = False) -> None:
-        if condition:
-            return
-        if openai_gap and self.endpoint.shape == "openai":
-            self.gaps.append(what)
-            return
-        raise AssertionError(what)
+    def expect(self, condition: bool, what: str) -> None:
+        if not condition:
+            raise AssertionError(what)
 
 
 def _records_after(expected: int, *, wait: bool) -> int:
@@ -157,7 +150,7 @@ def send(run: Run, content: bytes, key: str | None) -> None:
     assert response.status_code < 500, where
     streamed = response.headers.get("content-type", "").startswith("text/event-stream")
     if key != run.gateway.key:
-        run.expect(response.status_code == 401, f"no 401 first: {where}", openai_gap=True)
+        run.expect(response.status_code == 401, f"no 401 first: {where}")
     else:
         assert response.status_code != 401, where
     if streamed:
@@ -171,7 +164,7 @@ def send(run: Run, content: bytes, key: str | None) -> None:
         else:
             check_success_shape(run, body, where)
     after = _records_after(before + 1, wait=streamed)
-    run.expect(after == before + 1, f"{after - before} records: {where}", openai_gap=True)
+    run.expect(after == before + 1, f"{after - before} records: {where}")
 
 
 KEYS = st.sampled_from(["valid"] * 6 + [None, "sk-wrong"])  # a quarter without a valid key
@@ -185,8 +178,8 @@ KEYS = st.sampled_from(["valid"] * 6 + [None, "sk-wrong"])  # a quarter without 
         "/cc/v1/messages",
         "/v1/messages/count_tokens",
         "/cc/v1/messages/count_tokens",
-        pending("/v1/chat/completions"),
-        pending("/v1/responses"),
+        "/v1/chat/completions",
+        "/v1/responses",
     ],
 )
 def test_bad_input_never_gets_a_500_or_html_and_every_request_leaves_a_record(
@@ -213,9 +206,7 @@ def test_bad_input_never_gets_a_500_or_html_and_every_request_leaves_a_record(
     one()
 
     total = _records_after(run.sent, wait=True)
-    run.expect(total == run.sent, f"{total} records for {run.sent} requests", openai_gap=True)
-    if run.gaps:
-        raise KnownOpenAIGap(f"{len(run.gaps)} known gaps, e.g. {run.gaps[:3]}")
+    run.expect(total == run.sent, f"{total} records for {run.sent} requests")
 
 
 @pytest.fixture
