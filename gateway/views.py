@@ -34,6 +34,7 @@ from gateway.protocol.models import (
 from gateway.protocol.tokens import count_all_tokens
 from gateway.protocol.tools import restore_tool_call
 from gateway.protocol.translate import TranslateOptions, new_message_id
+from gateway.resolution import custom_models  # also imported from here (bench)
 from gateway.responses import SSE_HEADERS, error_response
 from usage.models import UsageStatus
 from usage.services import UsageDraft
@@ -378,7 +379,7 @@ async def _serve_body(
             )
         prefetched, listed = await resolution.resolvable(key, config, prefetched)
         options = ConvertOptions(
-            custom_models=resolution.custom_models(config),
+            custom_models=custom_models(config),
             catalogue=resolution.catalogue(config, listed),
             tool_mode=config.tool_compatibility_mode,
             endpoint="ide",  # adapted per credential in dispatch (endpoint, profileArn)
@@ -494,7 +495,7 @@ async def count_tokens(request: HttpRequest) -> HttpResponse:
         messages_ = body.get("messages")
         if not isinstance(messages_, list):
             raise ConversionError("messages", "field required: a list of messages")
-        resolved = resolve_model(model, custom_models=resolution.custom_models(config))
+        resolved = resolve_model(model, custom_models=custom_models(config))
         tokens = count_all_tokens(
             resolved.upstream_id, body.get("system"), messages_, body.get("tools") or []
         )
