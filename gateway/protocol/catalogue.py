@@ -32,7 +32,12 @@ LISTED_IN_REFUSAL = 10
 _CLAUDE = re.compile(
     r"^claude-(?P<family>sonnet|opus|haiku|fable|mythos)-(?P<version>\d+(?:\.\d+)*)$"
 )
-_GPT = re.compile(r"^gpt-(?P<version>\d+(?:\.\d+)*)(?P<variant>(?:-.+)?)$")
+# Every `gpt-*` id is one family; a version is read where it has one (`gpt-4o`: 4,
+# `gpt-oss-120b`: none, the oldest).
+_GPT = re.compile(r"^gpt-(?P<version>\d+(?:\.\d+)*)?(?P<variant>.*)$")
+# A Claude id that names a family but is no plain `claude-{family}-{version}`: Z passes such
+# ids (`claude-opus-5-beta`) through verbatim (spec §3.2), H maps them by substring.
+_CLAUDE_WORD = re.compile(r"^claude-(?:.+-)?(?P<family>sonnet|opus|haiku|fable|mythos)(?:-.+)?$")
 _DEFAULT_FAMILY = "sonnet"
 
 
@@ -88,8 +93,18 @@ def family_of(model_id: str) -> tuple[str, tuple[int, ...]] | None:
         return match.group("family"), _version(match.group("version"))
     match = _GPT.match(lowered)
     if match is not None:
-        return "gpt", _version(match.group("version"))
+        return "gpt", _version(match.group("version") or "")
     return None
+
+
+def requested_family(model_id: str) -> str | None:
+    """Return the family of a requested (normalised) id: as `family_of`, or the family a
+    Claude id names without a plain version (`claude-opus-5-beta`: opus)."""
+    found = family_of(model_id)
+    if found is not None:
+        return found[0]
+    match = _CLAUDE_WORD.match(model_id.lower())
+    return match.group("family") if match is not None else None
 
 
 def resolve_listed(
@@ -114,9 +129,9 @@ def resolve_listed(
         return resolved
     if catalogue.strict:
         raise ModelNotListed(resolved.requested, ids | {c.id for c in customs})
-    family = family_of(resolved.upstream_id)
+    family = requested_family(resolved.upstream_id)
     if family is not None:
-        newest = _newest(ids, family[0], resolved.upstream_id)
+        newest = _newest(ids, family, resolved.upstream_id)
         if newest is not None:
             return _substitute(resolved, newest, Substitution.FAMILY)
     return _substitute(resolved, _default(catalogue, customs), Substitution.DEFAULT)
@@ -146,7 +161,7 @@ def available_models(
 
 
 def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split("."))
+    return tuple(int(part) for part in text.split(".")) if text else ()
 
 
 def _variant(model_id: str) -> str:

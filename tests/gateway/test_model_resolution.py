@@ -207,6 +207,27 @@ def test_a_failing_model_list_on_a_cold_cache_still_serves_from_hs_table(gateway
     assert all("model_fallback" in rules for _, _, rules, _ in records())
 
 
+def test_a_token_that_cannot_be_refreshed_for_the_cold_fetch_does_not_fail_the_request(gateway):
+    [(broken, _), (healthy, _)] = older_pool(gateway)
+    broken.set_refresh_token("aor" + "Z" * 150)  # unknown to the fake: invalid_grant
+    broken.save()
+
+    response = post(gateway, body("claude-opus-5-5"))
+
+    # The list fetch refreshes the token first; invalid_grant disables the credential then,
+    # and the request goes to the one whose list is confirmed.
+    assert response.status_code == 200
+    stored = Credential.objects.get(pk=broken.pk)
+    assert (stored.enabled, stored.disabled_reason) == (False, "InvalidRefreshToken")
+    assert stored.available_models is None
+    assert Credential.objects.get(pk=healthy.pk).available_models == sorted(OLDER)
+    [record] = UsageRecord.objects.all()
+    assert [(a.credential_id, a.outcome) for a in record.attempts.all()] == [
+        (healthy.pk, "success")
+    ]
+    assert sent_models(gateway) == ["claude-opus-4.6"]
+
+
 def test_a_family_with_nothing_listed_gets_the_operator_default(gateway):
     older_pool(gateway, count=1)
     GatewaySettings.objects.update_or_create(

@@ -11,6 +11,7 @@ from gateway.protocol.catalogue import (
     Substitution,
     available_models,
     family_of,
+    requested_family,
     resolve_listed,
 )
 from gateway.protocol.convert import ConvertOptions, Rule, convert_request
@@ -77,6 +78,26 @@ def test_gpt_is_a_family_of_its_own() -> None:
     assert sent("gpt-5-codex", ids) == ("gpt-5.6-sol", "model_fallback")
     assert family_of("gpt-5.6-sol") == ("gpt", (5, 6))
     assert family_of("gpt-4") == ("gpt", (4,))
+
+
+def test_every_gpt_id_is_of_the_gpt_family_with_or_without_a_version() -> None:
+    ids = OLDER | {"gpt-4o", "gpt-oss-120b", "gpt-5.1"}
+    assert sent("gpt-4o-mini", ids) == ("gpt-5.1", "model_fallback")
+    assert sent("gpt-oss-20b", ids) == ("gpt-5.1", "model_fallback")
+    assert family_of("gpt-4o") == ("gpt", (4,))
+    assert family_of("gpt-oss-120b") == ("gpt", ())
+    assert sent("gpt-6", OLDER | {"gpt-oss-120b"}) == ("gpt-oss-120b", "model_fallback")
+
+
+def test_a_claude_id_naming_a_family_without_a_plain_version_stays_in_its_family() -> None:
+    # Z passes `claude-opus-5-beta` through verbatim (spec §3.2); it is still an opus.
+    assert sent("claude-opus-5-beta") == ("claude-opus-4.6", "model_fallback")
+    assert sent("claude-haiku-next") == ("claude-haiku-4.5", "model_fallback")
+    assert requested_family("claude-opus-5-beta") == "opus"
+    assert requested_family("claude-sonnet-4.5") == "sonnet"
+    assert requested_family("claude-next") is None
+    assert requested_family("gpt-5-codex") == "gpt"
+    assert requested_family("deepseek-3.2") is None
 
 
 def test_a_gpt_tie_prefers_the_requested_variant_then_the_plain_id() -> None:
