@@ -7,9 +7,10 @@ the DSL in `script.Script`, the validator in `validate`, and the fixtures in `py
 from __future__ import annotations
 
 from gateway.fakekiro.client import FakeKiroClient
-from gateway.fakekiro.script import Script, Slicing
+from gateway.fakekiro.script import Script
 from gateway.fakekiro.server import FakeKiro, FakeKiroThread, run
 from gateway.fakekiro.state import Account, FakeState, RecordedRequest
+from gateway.fakekiro.steps import Slicing
 from gateway.fakekiro.validate import validate_generate_request
 
 __all__ = [

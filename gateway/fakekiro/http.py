@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
-from gateway.fakekiro.script import Abort, Action, Sleep, Write
+from gateway.fakekiro.steps import Abort, Action, Sleep, Write
 
 MAX_BODY = 64 * 1024 * 1024
 _REASONS = {524: "A Timeout Occurred"}

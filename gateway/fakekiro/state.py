@@ -17,7 +17,8 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from gateway.fakekiro.script import Script, Slicing, Transfer
+from gateway.fakekiro.script import Script
+from gateway.fakekiro.steps import Slicing, Transfer
 
 AuthKind = Literal["social", "idc", "external_idp", "api_key"]
 AUTH_KINDS = ("social", "idc", "external_idp", "api_key")

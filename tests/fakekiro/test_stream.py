@@ -8,8 +8,9 @@ import httpx
 import pytest
 
 from gateway.fakekiro import Script, Slicing
-from gateway.fakekiro.script import Abort, Write, render
+from gateway.fakekiro.script import render
 from gateway.fakekiro.server import FakeKiroThread
+from gateway.fakekiro.steps import Abort, Write
 from gateway.protocol.events import (
     AssistantResponse,
     ContextUsage,
