@@ -28,9 +28,10 @@ from credentials.pool import Candidate, choose, is_in_scope, self_heal_targets
 from credentials.selectors import CredentialAccess, GatewayConfig, KeyIdentity
 from gateway import model_cache, profiles, tokens, upstream
 from gateway.db import db
-from gateway.protocol import classify
-from gateway.protocol.classify import Action, ClientError, Outcome
+from gateway.protocol import classify, errors
+from gateway.protocol.classify import Action, Outcome
 from gateway.protocol.convert import encode_body, for_endpoint
+from gateway.protocol.errors import AnthropicType, ClientError, ErrorType
 from gateway.protocol.events import KiroEvent, parse_message
 from gateway.protocol.eventstream import EventStreamDecoder, Message, SkippedRegion
 from gateway.protocol.translate import (
@@ -53,7 +54,7 @@ class DispatchError(Exception):
     def __init__(self, error: ClientError, *, error_type: str = "") -> None:
         super().__init__(error.message)
         self.error = error
-        self.error_type = error_type or error.error_type
+        self.error_type = ErrorType(error_type or error.kind)  # the record's type
 
 
 @dataclass(slots=True)
@@ -146,14 +147,14 @@ def _no_credential_error(candidates: list[Candidate], request: Request) -> Clien
     ]
     if cooling:
         wait = max(1, int((min(cooling) - now).total_seconds() + 0.999))
-        return ClientError(429, "rate_limit_error", classify.RATE_LIMITED_MESSAGE, wait)
+        return errors.rate_limited(classify.RATE_LIMITED_MESSAGE, wait, ErrorType.ACCOUNT_THROTTLED)
     scope = f"group '{request.key.group}'" if request.key.group else "the pool"
     what = f"model '{model}'" if model else "web search"
-    return ClientError(
-        503,
-        "api_error",
+    return errors.api_error(
         f"No upstream credential is available for {what} in {scope} "
         f"({len(in_scope)} configured, none usable).",
+        status=503,
+        kind=ErrorType.NO_CREDENTIALS,
     )
 
 
@@ -234,13 +235,15 @@ async def connect(request: Request) -> Connected:
                 classify.backoff_seconds(attempt - 1, throttle=verdict.throttle_backoff)
             )
     if last_error is None:
-        raise DispatchError(_no_credential_error(candidates, request), error_type="no_credentials")
+        raise DispatchError(
+            _no_credential_error(candidates, request), error_type=ErrorType.NO_CREDENTIALS
+        )
     if attempt < budget:
         # Stopped early: nothing eligible is left. Cooldowns answer 429 with their wait.
         error = _no_credential_error(candidates, request)
         if error.status == 429:
-            raise DispatchError(error, error_type="account_throttled")
-    raise DispatchError(last_error, error_type="upstream_exhausted")
+            raise DispatchError(error)
+    raise DispatchError(last_error, error_type=ErrorType.UPSTREAM_EXHAUSTED)
 
 
 def _take_prefetched(request: Request, credential_id: int) -> CredentialAccess | None:
@@ -277,9 +280,7 @@ async def _attempt(
     except tokens.TokenError as exc:
         record.error_snippet, record.duration_ms = str(exc), _ms(started)
         if exc.rate_limited:
-            error = ClientError(
-                429, "rate_limit_error", classify.RATE_LIMITED_MESSAGE, exc.retry_after
-            )
+            error = errors.rate_limited(classify.RATE_LIMITED_MESSAGE, exc.retry_after)
             return classify.Verdict(Outcome.TRANSIENT, Action.FAIL, error=error), None
         return classify.Verdict(
             Outcome.AUTH_FAILED, Action.SWITCH, error=classify.UPSTREAM_FAILED
@@ -366,10 +367,10 @@ _DONE = object()
 
 
 class _Failure:
-    __slots__ = ("kind", "message")
+    __slots__ = ("error_type", "kind", "message")
 
-    def __init__(self, kind: str, message: str) -> None:
-        self.kind, self.message = kind, message
+    def __init__(self, kind: str, message: str, error_type: ErrorType) -> None:
+        self.kind, self.message, self.error_type = kind, message, error_type
 
 
 async def relay(
@@ -408,7 +409,7 @@ async def relay(
                 yield translator.ping()
                 continue
             if isinstance(item, _Failure):
-                yield translator.fail(item.kind, item.message)
+                yield translator.fail(item.kind, item.message, item.error_type)
                 break
             if request.draft.first_token_ms is None:
                 request.draft.first_token_ms = _ms(request.started)
@@ -462,12 +463,22 @@ async def _produce(
     except httpx.HTTPError as exc:
         request.draft.error_message = f"{exc.__class__.__name__}: {exc}"
         queue.put_nowait(
-            _Failure("api_error", f"The upstream stream broke off: {exc.__class__.__name__}.")
+            _Failure(
+                AnthropicType.API,
+                f"The upstream stream broke off: {exc.__class__.__name__}.",
+                ErrorType.STREAM_INTERRUPTED,
+            )
         )
     except Exception as exc:  # a bug must end the stream visibly, never hang it
         log.exception("translating the upstream stream failed")
         request.draft.error_message = f"internal error: {exc.__class__.__name__}"
-        queue.put_nowait(_Failure("api_error", "The gateway failed while translating the answer."))
+        queue.put_nowait(
+            _Failure(
+                AnthropicType.API,
+                "The gateway failed while translating the answer.",
+                ErrorType.INTERNAL_ERROR,
+            )
+        )
 
 
 def _finish_draft(request: Request, result: TranslationResult, status: str) -> None:
@@ -480,10 +491,10 @@ def _finish_draft(request: Request, result: TranslationResult, status: str) -> N
     draft.credits = result.credits
     draft.latency_ms = _ms(request.started)
     if status == UsageStatus.INTERRUPTED and not draft.error_type:
-        draft.error_type = "client_disconnected"
+        draft.error_type = ErrorType.CLIENT_DISCONNECTED
     elif result.had_error:
         draft.status = UsageStatus.ERROR
-        draft.error_type = result.error_type or "stream_interrupted"
+        draft.error_type = result.error_type or ErrorType.STREAM_INTERRUPTED
         draft.error_message = result.error_message or draft.error_message
 
 
@@ -509,15 +520,16 @@ async def collect(request: Request, connected: Connected) -> tuple[int, dict[str
         if exc is not None:
             request.draft.error_message = f"{exc.__class__.__name__}: {exc}"
             status = UsageStatus.ERROR
-            request.draft.error_type = "stream_interrupted"
-            error = ClientError(
-                502, "api_error", "The upstream stream broke off before the answer was complete."
+            error = errors.api_error(
+                "The upstream stream broke off before the answer was complete.",
+                kind=ErrorType.STREAM_INTERRUPTED,
             )
+            request.draft.error_type = error.kind
             return error.status, error.body()
         message, result, failure = assemble_result(events, request.translate)
         if failure is not None or message is None:
             status = UsageStatus.ERROR
-            request.draft.error_type = failure.error_type if failure else "api_error"
+            request.draft.error_type = failure.kind if failure else ErrorType.EMPTY_ANSWER
             body = failure.body() if failure else classify.UPSTREAM_FAILED.body()
             return (failure.status if failure else 502), body
         status = UsageStatus.SUCCESS

@@ -24,8 +24,8 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, Unread
 from django.views.decorators.csrf import csrf_exempt
 
 from gateway import dispatch, views
-from gateway.protocol import openai
-from gateway.protocol.classify import ClientError
+from gateway.protocol import errors, openai
+from gateway.protocol.errors import ClientError, ErrorType
 from gateway.responses import error_response
 from usage.services import UsageDraft, usage_draft_track
 
@@ -59,12 +59,7 @@ def shaped(error: ClientError, path: str) -> JsonResponse:
     """Answer an error as the endpoint at `path` does: OpenAI's shape or Anthropic's."""
     if path not in OPENAI_PATHS:
         return error_response(error)
-    if error is views.INVALID_KEY:  # as the OpenAI views word it (gateway.openai_views)
-        body = openai.openai_error(
-            401, error.message, "invalid_request_error", code="invalid_api_key"
-        )
-    else:
-        body = openai.anthropic_error_to_openai(error.status, error.body())
+    body = openai.anthropic_error_to_openai(error.status, error.body())
     response = JsonResponse(body, status=error.status)
     if error.retry_after is not None:
         response["Retry-After"] = str(error.retry_after)
@@ -82,7 +77,7 @@ async def _refuse(
         draft,
         status=error.status,
         started=started,
-        error_type=error.error_type,
+        error_type=error.kind,
         message=error.message,
     )
     response = shaped(error, request.path)
@@ -107,7 +102,7 @@ def only(methods: Sequence[str], view: View) -> View:
     every endpoint alike; the views check again what they read (a chunked body declares
     no length)."""
     allowed = ", ".join(methods)
-    error = ClientError(405, "invalid_request_error", f"Method not allowed: use {allowed}.")
+    error = errors.method_not_allowed(f"Method not allowed: use {allowed}.")
 
     @csrf_exempt
     @wraps(view)
@@ -124,34 +119,34 @@ def only(methods: Sequence[str], view: View) -> View:
 @csrf_exempt
 async def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """Answer an unknown API path with 404 (401 first without a valid key)."""
-    error = ClientError(404, "not_found_error", f"Not found: {request.method} {request.path}")
+    error = errors.not_found(f"Not found: {request.method} {request.path}")
     return await _refuse(request, error, {})
 
 
 # --- the last resort ---------------------------------------------------------------------
 
-INVALID_HOST = ClientError(400, "invalid_request_error", "Invalid Host header.")
-MALFORMED = ClientError(400, "invalid_request_error", "The request is malformed.")
-UNREADABLE = ClientError(400, "invalid_request_error", "The request body could not be read.")
-FORBIDDEN = ClientError(403, "permission_error", "Forbidden.")
+INVALID_HOST = errors.invalid_request("Invalid Host header.", ErrorType.INVALID_HOST)
+MALFORMED = errors.invalid_request("The request is malformed.")
+UNREADABLE = errors.invalid_request("The request body could not be read.")
+FORBIDDEN = errors.permission("Forbidden.")
 
 
-def _classify(exc: Exception, request: HttpRequest | None) -> tuple[ClientError, str]:
-    """Map what Django or a view raised to the client's error and the record's error type."""
+def _classify(exc: Exception, request: HttpRequest | None) -> ClientError:
+    """Map what Django or a view raised to the client's error (and the record's type)."""
     if isinstance(exc, RequestDataTooBig):
-        return views.TOO_LARGE, views.TOO_LARGE.error_type
+        return views.TOO_LARGE
     if isinstance(exc, DisallowedHost):
-        return INVALID_HOST, "invalid_host"
+        return INVALID_HOST
     if isinstance(exc, SuspiciousOperation | BadRequest | UnicodeDecodeError):
-        return MALFORMED, MALFORMED.error_type
+        return MALFORMED
     if isinstance(exc, UnreadablePostError):
-        return UNREADABLE, UNREADABLE.error_type
+        return UNREADABLE
     if isinstance(exc, Http404):
         where = f"{request.method} {request.path}" if request is not None else "this path"
-        return ClientError(404, "not_found_error", f"Not found: {where}"), "not_found_error"
+        return errors.not_found(f"Not found: {where}")
     if isinstance(exc, PermissionDenied):
-        return FORBIDDEN, FORBIDDEN.error_type
-    return views.INTERNAL_ERROR, "internal_error"
+        return FORBIDDEN
+    return views.INTERNAL_ERROR
 
 
 async def answer_escaped(
@@ -167,7 +162,7 @@ async def answer_escaped(
     `drafts` are those the request created (usage.services.usage_drafts_collect): none
     written means no record yet, so the first one (which knows the key) is written, or a
     keyless one if the request did not get as far as the key."""
-    error, error_type = _classify(exc, request)
+    error = _classify(exc, request)
     if error.status >= 500:
         log.error("unexpected error on %s", path, exc_info=exc)
     else:
@@ -178,7 +173,7 @@ async def answer_escaped(
             draft,
             status=error.status,
             started=started,
-            error_type=error_type,
+            error_type=error.kind,
             message=f"{exc.__class__.__name__}: {exc}"[:500]
             if error.status >= 500
             else error.message,

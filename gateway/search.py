@@ -17,11 +17,11 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 
 from credentials.selectors import GatewayConfig, KeyIdentity
 from gateway import dispatch
-from gateway.protocol.classify import ClientError
 from gateway.protocol.convert import ConvertOptions
+from gateway.protocol.errors import ClientError, ErrorType, UpstreamFailure, anthropic_body
 from gateway.protocol.sse import PING, encode
 from gateway.protocol.tokens import count_all_tokens
-from gateway.protocol.translate import TranslationResult, UpstreamFailure
+from gateway.protocol.translate import TranslationResult
 from gateway.protocol.websearch import (
     SearchOutcome,
     WebSearchLoop,
@@ -47,10 +47,6 @@ async def _search(
     request = dispatch.Request(key=key, config=config, draft=draft, model=None, mcp_body=payload)
     connected = await dispatch.connect(request)
     return parse_mcp_response(connected.response.status_code, connected.response.content)
-
-
-def _failure_error(failure: UpstreamFailure) -> ClientError:
-    return ClientError(failure.status, failure.error_type, failure.message)
 
 
 async def single_search(
@@ -79,7 +75,7 @@ async def single_search(
     except dispatch.DispatchError as exc:
         return await _refuse(draft, started, exc.error, exc.error_type)
     except UpstreamFailure as failure:
-        return await _refuse(draft, started, _failure_error(failure), "web_search_failed")
+        return await _refuse(draft, started, failure.error, failure.kind)
     draft.input_tokens = input_tokens
     model = str(body.get("model", ""))
     if draft.stream:
@@ -107,7 +103,7 @@ async def _refuse(
 
 async def _interrupted(draft: UsageDraft, started: float) -> None:
     """Record a request whose client left mid-way (exactly one record, shielded)."""
-    draft.status, draft.error_type = UsageStatus.INTERRUPTED, "client_disconnected"
+    draft.status, draft.error_type = UsageStatus.INTERRUPTED, ErrorType.CLIENT_DISCONNECTED
     draft.latency_ms = int((time.monotonic() - started) * 1000)
     await dispatch.write_usage(draft)
 
@@ -165,7 +161,7 @@ async def search_loop(
             return await _refuse(draft, started, exc.error, exc.error_type)
         except UpstreamFailure as failure:
             _record(draft, loop.result)
-            return await _refuse(draft, started, _failure_error(failure), failure.error_type)
+            return await _refuse(draft, started, failure.error, failure.kind)
         _record(draft, loop.result)
         await dispatch.write_local(draft, status=200, started=started)
         return JsonResponse(message, json_dumps_params={"ensure_ascii": False})
@@ -197,12 +193,12 @@ async def _stream_loop(
             draft.error_message = exc.error.message
         except UpstreamFailure as failure:
             payload = _error_event(failure.error_type, failure.message)
-            draft.status, draft.error_type = UsageStatus.ERROR, failure.error_type
+            draft.status, draft.error_type = UsageStatus.ERROR, failure.kind
             draft.error_message = failure.message
         except Exception as exc:  # a bug: the stream has started, so end it with an error event
             log.exception("unexpected error in the web search loop")
             payload = _error_event("api_error", INTERNAL_ERROR_MESSAGE)
-            draft.status, draft.error_type = UsageStatus.ERROR, "internal_error"
+            draft.status, draft.error_type = UsageStatus.ERROR, ErrorType.INTERNAL_ERROR
             draft.error_message = f"{exc.__class__.__name__}: {exc}"[:500]
         yield payload
     finally:
@@ -223,4 +219,4 @@ async def _pings_until(work: Awaitable[Any], interval: float) -> AsyncIterator[b
 
 
 def _error_event(error_type: str, message: str) -> bytes:
-    return encode("error", {"type": "error", "error": {"type": error_type, "message": message}})
+    return encode("error", anthropic_body(error_type, message))

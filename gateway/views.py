@@ -21,14 +21,15 @@ from credentials import limits, selectors
 from credentials.selectors import GatewayConfig, KeyIdentity
 from gateway import auth, dispatch, resolution, search
 from gateway.db import db
+from gateway.protocol import errors
 from gateway.protocol.body import parse_body
 from gateway.protocol.catalogue import ModelNotListed
-from gateway.protocol.classify import ClientError
 from gateway.protocol.convert import (
     ConvertOptions,
     convert_request,
     web_search_mode,
 )
+from gateway.protocol.errors import ClientError, ErrorType
 from gateway.protocol.models import (
     ConversionError,
     resolve_model,
@@ -75,7 +76,7 @@ async def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def _bad_request(message: str) -> ClientError:
-    return ClientError(400, "invalid_request_error", message)
+    return errors.invalid_request(message)
 
 
 def _authenticate(presented: str | None) -> tuple[KeyIdentity | None, GatewayConfig]:
@@ -221,7 +222,7 @@ async def record_rejection(
     await dispatch.write_local(
         draft,
         status=error.status,
-        error_type=error_type or error.error_type,
+        error_type=error_type or error.kind,
         message=error.message,
         started=started,
     )
@@ -235,11 +236,9 @@ async def _reject(
 
 
 log = logging.getLogger(__name__)
-INVALID_KEY = ClientError(401, "authentication_error", "Invalid API key")
-TOO_LARGE = ClientError(413, "request_too_large", "The request body is too large.")
-INTERNAL_ERROR = ClientError(
-    500, "api_error", "The gateway hit an internal error; it was logged. Please retry."
-)
+INVALID_KEY = errors.authentication("Invalid API key")
+TOO_LARGE = errors.too_large("The request body is too large.")
+INTERNAL_ERROR = errors.internal_error()
 
 
 # --- client key limits (credentials/limits.py) -------------------------------------------
@@ -268,8 +267,8 @@ def _reserve_now(body: dict[str, Any], key: KeyIdentity) -> limits.Reservation:
 
 def _refusal(exc: limits.LimitExceeded) -> tuple[ClientError, str]:
     refusal = exc.refusal
-    error = ClientError(429, "rate_limit_error", refusal.message, refusal.retry_after)
-    return error, refusal.reason
+    error = errors.rate_limited(refusal.message, refusal.retry_after, ErrorType(refusal.reason))
+    return error, error.kind
 
 
 async def _reserve(
@@ -356,7 +355,7 @@ async def record_interrupted(draft: UsageDraft, started: float) -> None:
     reservation); nothing if it has one already."""
     if draft.written:
         return
-    draft.status, draft.error_type = UsageStatus.INTERRUPTED, "client_disconnected"
+    draft.status, draft.error_type = UsageStatus.INTERRUPTED, ErrorType.CLIENT_DISCONNECTED
     draft.latency_ms = int((time.monotonic() - started) * 1000)
     await dispatch.write_usage(draft)
 
@@ -445,7 +444,7 @@ async def _serve_body(
         else:  # text only: converting costs less than a trip to a worker thread
             conversion = convert_request(body, options=options)
     except ModelNotListed as exc:
-        return await _reject(draft, started, ClientError(404, "not_found_error", str(exc)))
+        return await _reject(draft, started, errors.not_found(str(exc), ErrorType.MODEL_NOT_FOUND))
     except ConversionError as exc:
         return await _reject(draft, started, _bad_request(str(exc)))
     except TooLarge:
@@ -490,7 +489,7 @@ async def _serve_body(
         return await _reject(draft, started, exc.error, exc.error_type)
     except asyncio.CancelledError:
         # The client left during the attempts (e.g. a backoff): still exactly one record.
-        draft.status, draft.error_type = UsageStatus.INTERRUPTED, "client_disconnected"
+        draft.status, draft.error_type = UsageStatus.INTERRUPTED, ErrorType.CLIENT_DISCONNECTED
         draft.latency_ms = int((time.monotonic() - started) * 1000)
         await dispatch.write_usage(draft)
         raise
@@ -564,12 +563,12 @@ async def models(request: HttpRequest) -> HttpResponse:
     listed = await resolution.listable(candidates, key, config)
     if listed is None:
         scope = f"group '{key.group}'" if key.group else "the pool"
-        error = ClientError(
-            503, "api_error", f"No upstream credential is available in {scope} to list models."
+        error = errors.api_error(
+            f"No upstream credential is available in {scope} to list models.",
+            status=503,
+            kind=ErrorType.NO_CREDENTIALS,
         )
-        await dispatch.write_local(
-            draft, status=503, started=started, error_type="no_credentials", message=error.message
-        )
+        await record_rejection(draft, started, error)
         return error_response(error)
     data = [
         {

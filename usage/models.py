@@ -6,6 +6,10 @@ from django.db import models
 from django.utils import timezone
 
 from credentials.models import ClientKey, Credential
+from gateway.protocol.errors import ERROR_TYPE_MEANINGS
+
+#: The documented values of `UsageRecord.error_type` (gateway.protocol.errors.ErrorType).
+ERROR_TYPE_CHOICES = [(kind.value, kind.value) for kind in ERROR_TYPE_MEANINGS]
 
 
 class UsageStatus(models.TextChoices):
@@ -41,7 +45,13 @@ class UsageRecord(models.Model):
     )
     status = models.CharField(max_length=16, choices=UsageStatus.choices, db_index=True)
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    error_type = models.CharField(max_length=64, blank=True, db_index=True)
+    error_type = models.CharField(
+        max_length=64,
+        blank=True,
+        db_index=True,
+        choices=ERROR_TYPE_CHOICES,
+        help_text="Why the request failed (README: Error types); empty on success.",
+    )
     error_message = models.TextField(blank=True)
     stream = models.BooleanField(default=False)
     input_tokens = models.PositiveIntegerField(default=0)

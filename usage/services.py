@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from django.utils import timezone
 from credentials import services as credential_services
 from credentials.limits import Reservation
 from credentials.models import ClientKey
+from gateway.protocol.errors import ErrorType
 from kiro_site import fastsql
 from usage import jsonl, live, metrics
 from usage.models import UpstreamAttempt, UsageRecord, UsageStatus
@@ -22,6 +24,8 @@ SNIPPET_BYTES = 2048  # spec kiro-ops §5.4: error snippets trimmed to 2 KB
 KEY_LAST_USED_PRECISION = timedelta(seconds=60)
 # Postgres refuses NUL in text columns and UTF-8 cannot encode a lone surrogate; a record
 # must be writable whatever the client sent (a model name, a path, a quoted value).
+log = logging.getLogger(__name__)
+_ERROR_TYPES = frozenset(kind.value for kind in ErrorType)
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -111,12 +115,24 @@ def usage_record_write(*, draft: UsageDraft) -> int:
     return record.pk
 
 
+def documented_error(error_type: str, message: str) -> tuple[str, str]:
+    """Return the record's error type as a documented `ErrorType` value, and its message.
+
+    A value outside the enum is a bug, but the record must still be written: it is stored as
+    `unknown`, with the value at the end of the message, and logged."""
+    if not error_type or error_type in _ERROR_TYPES:
+        return str(error_type), message
+    log.error("undocumented usage error_type %r stored as 'unknown'", error_type)
+    return ErrorType.UNKNOWN.value, f"{message} (error type: {storable(error_type, 64)})".strip()
+
+
 def usage_record_store(*, draft: UsageDraft) -> UsageRecord:
     """Insert the record and its attempts and move the counters, in the caller's transaction.
 
     No side effects: the caller runs them after the commit (`usage_record_write` does).
     Every request runs this: the statements are hand-built (kiro_site/fastsql.py)."""
     now = timezone.now()
+    error_type, error_message = documented_error(draft.error_type, draft.error_message)
     values = {
         "created_at": now,
         "client_key_id": draft.client_key_id,
@@ -126,8 +142,8 @@ def usage_record_store(*, draft: UsageDraft) -> UsageRecord:
         "credential_id": draft.credential_id,
         "status": draft.status,
         "http_status": draft.http_status,
-        "error_type": storable(draft.error_type, 64),
-        "error_message": storable(draft.error_message, 4000),
+        "error_type": error_type,
+        "error_message": storable(error_message, 4000),
         "stream": draft.stream,
         "input_tokens": max(0, draft.input_tokens),
         "output_tokens": max(0, draft.output_tokens),

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import Any
+
+from gateway.protocol import errors
+from gateway.protocol.errors import ClientError, ErrorType
 
 BEARER_INVALID = "The bearer token included in the request is invalid"
 _QUOTA_REASONS = ("MONTHLY_REQUEST_COUNT", "OVERAGE_REQUEST_LIMIT_EXCEEDED")
@@ -39,19 +41,6 @@ class Action(StrEnum):
     SWITCH = "switch"  # penalise/disable this credential and try another at once
     FORCE_REFRESH = "force_refresh"  # refresh this credential's token, then retry it
     FAIL = "fail"  # stop; answer the client with `error`
-
-
-@dataclass(frozen=True, slots=True)
-class ClientError:
-    """What the client receives when the request ends in failure (spec §7.5, improved)."""
-
-    status: int
-    error_type: str
-    message: str
-    retry_after: int | None = None
-
-    def body(self) -> dict[str, Any]:
-        return {"type": "error", "error": {"type": self.error_type, "message": self.message}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,21 +150,19 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> int 
 
 # --- client-facing errors (spec §7.5) --------------------------------------------------------
 
-CONTEXT_FULL = ClientError(
-    400,
-    "invalid_request_error",
+CONTEXT_FULL = errors.invalid_request(
     "Context window is full. Reduce conversation history, system prompt, or tools.",
+    ErrorType.BAD_REQUEST,
 )
-INPUT_TOO_LONG = ClientError(
-    400, "invalid_request_error", "Input is too long. Reduce the size of your messages."
+INPUT_TOO_LONG = errors.invalid_request(
+    "Input is too long. Reduce the size of your messages.", ErrorType.BAD_REQUEST
 )
-TOOL_PAIRING = ClientError(
-    400,
-    "invalid_request_error",
+TOOL_PAIRING = errors.invalid_request(
     "Invalid message sequence: tool_use and tool_result blocks must be correctly paired and "
     "ordered.",
+    ErrorType.BAD_REQUEST,
 )
-UPSTREAM_FAILED = ClientError(502, "api_error", "Upstream API request failed.")
+UPSTREAM_FAILED = errors.api_error("Upstream API request failed.")
 RATE_LIMITED_MESSAGE = "Upstream rate limit exceeded. Retry later."
 
 
@@ -190,8 +177,8 @@ def bad_request_error(body: str) -> ClientError:
     message = _json_message(body) or "Improperly formed request."
     reason = _json_reason(body)
     detail = f" (reason: {reason})" if reason else ""
-    return ClientError(
-        400, "invalid_request_error", f"Upstream rejected the request: {message}{detail}"
+    return errors.invalid_request(
+        f"Upstream rejected the request: {message}{detail}", ErrorType.BAD_REQUEST
     )
 
 
@@ -239,29 +226,33 @@ def classify(
                 Outcome.ACCOUNT_THROTTLED,
                 Action.FAIL,
                 cooldown=True,
-                error=ClientError(429, "rate_limit_error", RATE_LIMITED_MESSAGE, seconds),
+                error=errors.rate_limited(
+                    RATE_LIMITED_MESSAGE, seconds, ErrorType.ACCOUNT_THROTTLED
+                ),
             )
         return Verdict(
             Outcome.ACCOUNT_THROTTLED,
             Action.SWITCH,
             cooldown=True,
-            error=ClientError(429, "rate_limit_error", RATE_LIMITED_MESSAGE, cooldown_secs),
+            error=errors.rate_limited(
+                RATE_LIMITED_MESSAGE, cooldown_secs, ErrorType.ACCOUNT_THROTTLED
+            ),
         )
     if is_gateway_timeout(status, body):
         return Verdict(
             Outcome.TRANSIENT,
             Action.FAIL,
-            error=ClientError(504, "api_error", "Upstream gateway timeout."),
+            error=errors.timeout("Upstream gateway timeout."),
         )
     if status == 429:
-        limited = ClientError(429, "rate_limit_error", RATE_LIMITED_MESSAGE, seconds)
+        limited = errors.rate_limited(RATE_LIMITED_MESSAGE, seconds)
         if seconds is not None:
             return Verdict(Outcome.TRANSIENT, Action.FAIL, error=limited)
         return Verdict(Outcome.TRANSIENT, Action.RETRY, throttle_backoff=True, error=limited)
     if status == 408 or status >= 500:
         overloaded = status in (503, 529)
         error = (
-            ClientError(529, "overloaded_error", "Upstream is overloaded. Retry later.")
+            errors.overloaded("Upstream is overloaded. Retry later.")
             if overloaded
             else UPSTREAM_FAILED
         )
@@ -270,8 +261,8 @@ def classify(
         return Verdict(
             Outcome.BAD_REQUEST,
             Action.FAIL,
-            error=ClientError(
-                502, "api_error", f"Upstream API request failed with status {status}."
+            error=errors.api_error(
+                f"Upstream API request failed with status {status}.", kind=ErrorType.BAD_REQUEST
             ),
         )
     return Verdict(Outcome.UNKNOWN, Action.RETRY, error=UPSTREAM_FAILED)
@@ -282,7 +273,7 @@ def network_error_verdict() -> Verdict:
     return Verdict(
         Outcome.NETWORK_ERROR,
         Action.RETRY,
-        error=ClientError(502, "api_error", "Upstream could not be reached."),
+        error=errors.api_error("Upstream could not be reached.", kind=ErrorType.NETWORK_ERROR),
     )
 
 

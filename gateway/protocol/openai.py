@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from gateway.protocol import sse
+from gateway.protocol import errors, sse
 from gateway.protocol.classify import CONTEXT_FULL, INPUT_TOO_LONG
 from gateway.protocol.models import ConversionError
 
@@ -118,14 +118,6 @@ _TOOL_OUTPUT_ITEMS: Final = frozenset({"function_call_output", "custom_tool_call
 _SESSION_HEADERS: Final = ("x-session-affinity", "x-client-request-id", "session_id", "session-id")
 #: Anthropic stop reasons that mean the answer was cut (chat `length`, Responses incomplete).
 LENGTH_STOPS: Final = frozenset({"max_tokens", "model_context_window_exceeded"})
-_STATUS_TYPES: Final = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-}
 # Responses `error.code`s that Codex acts on (retry, compaction) for Anthropic error types.
 _RESPONSES_CODES: Final = {
     "rate_limit_error": "rate_limit_exceeded",
@@ -148,9 +140,14 @@ def openai_error(
     param: str | None = None,
     code: str | None = None,
 ) -> dict[str, Any]:
-    """Build OpenAI's error body `{"error": {message, type, param, code}}`."""
-    kind = type or _STATUS_TYPES.get(status, "server_error" if status >= 500 else "api_error")
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    """Build OpenAI's error body `{"error": {message, type, param, code}}`.
+
+    `type` is the Anthropic type of the failure (protocol.errors), or None to go by the
+    status; it becomes OpenAI's type and default code (`openai_error_fields`)."""
+    kind, default_code = errors.openai_error_fields(type, status)
+    return {
+        "error": {"message": message, "type": kind, "param": param, "code": code or default_code}
+    }
 
 
 def conversion_error_body(error: ConversionError) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from gateway.protocol import sse
+from gateway.protocol.errors import ErrorType
 from gateway.protocol.events import KiroEvent
 from gateway.protocol.openai import (
     LENGTH_STOPS,
@@ -118,11 +119,11 @@ class ChatStream(Machine):
             self._buffer.append(_DONE)
         return prefix + self._flush()
 
-    def fail(self, kind: str, message: str) -> bytes:
+    def fail(self, kind: str, message: str, error_type: ErrorType) -> bytes:
         """End the stream with an error chunk after an upstream break (§6.12)."""
         prefix = self.start() if self.fresh else b""
         if self.open:
-            self.abort(kind, message)
+            self.abort(kind, message, error_type)
         return prefix + self._flush()
 
     # -- hooks -----------------------------------------------------------------------------
@@ -279,11 +280,11 @@ class ResponsesStream(Machine):
             self._add(f"response.{status}", {"response": response})
         return prefix + self._flush()
 
-    def fail(self, kind: str, message: str) -> bytes:
+    def fail(self, kind: str, message: str, error_type: ErrorType) -> bytes:
         """End the stream with `response.failed` after an upstream break (§6.12)."""
         prefix = self.start() if self.fresh else b""
         if self.open:
-            self.abort(kind, message)
+            self.abort(kind, message, error_type)
         return prefix + self._flush()
 
     # -- hooks -----------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from gateway.protocol import sse
+from gateway.protocol.errors import AnthropicType, ErrorType, UpstreamFailure, upstream_kind
 from gateway.protocol.events import (
     AssistantResponse,
     ContextUsage,
@@ -59,7 +60,7 @@ from gateway.protocol.tokens import CacheEstimate, count_tokens, estimate_tokens
 # spec 6.5/6.6: Z's placeholder when upstream gave no real signature.
 THINKING_SIGNATURE_PLACEHOLDER: Final = "kiro-rs-thinking-signature"
 CONTENT_LENGTH_EXCEEDED: Final = "ContentLengthExceededException"
-TOOL_JSON_ERROR: Final = "upstream_tool_json_error"
+TOOL_JSON_ERROR: Final = ErrorType.TOOL_JSON_CUT  # Z sends it as the client type; we never do
 REDACTED_THINKING_TOKENS: Final = 8  # spec 6.10 (Z)
 
 _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -115,20 +116,6 @@ class TranslationResult:
     error_message: str | None = None
 
 
-class UpstreamFailure(Exception):
-    """Raise from `assemble_message` when the upstream answer is broken (§6.12, §6.13)."""
-
-    def __init__(self, error_type: str, message: str, status: int = 502) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
-        self.status = status
-
-    def body(self) -> dict[str, Any]:
-        """Return the Anthropic error JSON for the client."""
-        return {"type": "error", "error": {"type": self.error_type, "message": self.message}}
-
-
 def _join_surrogates(text: str) -> str:
     """Pair up surrogate halves that arrived in separate events."""
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
@@ -137,14 +124,6 @@ def _join_surrogates(text: str) -> str:
 def new_message_id() -> str:
     """Return a fresh `msg_<32 hex>` id (spec §6.2)."""
     return f"msg_{uuid.uuid4().hex}"
-
-
-def error_kind(code: str) -> str:
-    """Map an upstream error code to the Anthropic error type a client retries on."""
-    lowered = code.lower()
-    if any(word in lowered for word in ("throttl", "unavailable", "overload", "toomany")):
-        return "overloaded_error"
-    return "api_error"
 
 
 # Block kinds.
@@ -186,6 +165,7 @@ class Machine:
         "_credit_unit_plural",
         "_credits",
         "_done_tools",
+        "_error_kind",
         "_error_message",
         "_error_type",
         "_explicit_stop",
@@ -236,7 +216,8 @@ class Machine:
         self._credit_unit_plural = "credits"
         self._out_estimate = 0
         self.produced = False
-        self._error_type: str | None = None
+        self._error_type: str | None = None  # the record's ErrorType
+        self._error_kind: str | None = None  # the client's AnthropicType
         self._error_message: str | None = None
 
     # -- rendering hooks (subclasses) ------------------------------------------------------
@@ -312,11 +293,12 @@ class Machine:
         self._state = _OPEN
         return True
 
-    def abort(self, kind: str, message: str) -> None:
-        """Fail the answer after a break outside the event stream (a reset, a bug), §6.12."""
+    def abort(self, kind: str, message: str, error_type: ErrorType) -> None:
+        """Fail the answer after a break outside the event stream (a reset, a bug), §6.12;
+        `kind` is the client's Anthropic type, `error_type` the record's."""
         if self._state == _FRESH:
             self._state = _OPEN
-        self._fail(kind, message, kind)
+        self._fail(kind, message, error_type)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -389,19 +371,20 @@ class Machine:
                 # spec 6.12 only logs these; an exception frame ends the upstream response,
                 # so anything we sent as a clean end would be a lie.
                 self._fail(
-                    error_kind(event.exception_type),
+                    upstream_kind(event.exception_type),
                     f"Upstream {event.exception_type}: {event.message}",
-                    event.exception_type,
+                    ErrorType.UPSTREAM_EXCEPTION,
                 )
         elif kind is UpstreamError:
             message = f"Upstream {event.code}: {event.message}"
-            self._fail(error_kind(event.code), message, event.code)
+            self._fail(upstream_kind(event.code), message, ErrorType.UPSTREAM_EXCEPTION)
 
     def _fail(self, kind: str, message: str, error_type: str) -> None:
         if self._state >= _DONE:
             return
         self._state = _FAILED
         self._error_type = error_type
+        self._error_kind = kind
         self._error_message = message
         self.on_failed(kind, message)
 
@@ -658,7 +641,7 @@ class Renderer(Protocol):
 
     def finish(self) -> bytes: ...
 
-    def fail(self, kind: str, message: str) -> bytes: ...
+    def fail(self, kind: str, message: str, error_type: ErrorType) -> bytes: ...
 
     def ping(self) -> bytes: ...
 
@@ -748,13 +731,14 @@ class StreamTranslator(Machine):
             out.insert(0, self._message_start(uncached, creation, read))
         return self._flush()
 
-    def fail(self, kind: str, message: str) -> bytes:
-        """End the stream with an Anthropic `error` event after an upstream break (§6.12)."""
+    def fail(self, kind: str, message: str, error_type: ErrorType) -> bytes:
+        """End the stream with an Anthropic `error` event after an upstream break (§6.12);
+        `kind` is the client's Anthropic type, `error_type` the record's."""
         if self._state == _FRESH:
             self._state = _OPEN
         if self._state != _OPEN:
             return b""
-        self._fail(kind, message, kind)
+        self._fail(kind, message, error_type)
         return self._drain()
 
     # -- internals -------------------------------------------------------------------------
@@ -935,10 +919,13 @@ class _Assembler(Machine):
         """Finish and return the message; raise `UpstreamFailure` if the answer broke."""
         self.settle(thinking_only_rule=False)
         if self._state == _FAILED:
-            error_type = self._error_type or "api_error"
-            if error_type != TOOL_JSON_ERROR:  # spec 6.13 (Z): tool errors keep their own type
-                error_type = error_kind(error_type)
-            raise UpstreamFailure(error_type, self._error_message or "Upstream failed")
+            # spec 6.13: Z answers a cut tool call with its own type `upstream_tool_json_error`,
+            # which no SDK knows; the client gets `api_error`, the record `tool_json_cut`.
+            raise UpstreamFailure(
+                self._error_kind or AnthropicType.API,
+                self._error_message or "Upstream failed",
+                kind=ErrorType(self._error_type or ErrorType.UPSTREAM_EXCEPTION),
+            )
         content: list[dict[str, Any]] = []
         if self._thinking_block:
             content.append(

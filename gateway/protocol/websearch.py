@@ -50,6 +50,7 @@ from typing import Any, Final, Literal, TypedDict
 
 from gateway.protocol import sse
 from gateway.protocol.convert import Conversion, ConvertOptions, convert_request
+from gateway.protocol.errors import ErrorType, UpstreamFailure
 from gateway.protocol.events import KiroEvent, ToolUse
 from gateway.protocol.models import ConversionError
 from gateway.protocol.tokens import count_all_tokens
@@ -57,7 +58,6 @@ from gateway.protocol.tools import restore_tool_call
 from gateway.protocol.translate import (
     TranslateOptions,
     TranslationResult,
-    UpstreamFailure,
     assemble_result,
 )
 
@@ -194,7 +194,9 @@ class SearchOutcome:
     def failure(self) -> UpstreamFailure:
         """Return the 502 the client gets for a failed search."""
         message = self.error.message if self.error is not None else "unknown error"
-        return UpstreamFailure("api_error", f"Web search failed: {message}", 502)
+        return UpstreamFailure(
+            "api_error", f"Web search failed: {message}", 502, kind=ErrorType.WEB_SEARCH_FAILED
+        )
 
 
 # --- single-tool path ------------------------------------------------------------------------
@@ -776,7 +778,7 @@ class WebSearchLoop:
             produced_output=bool(content),
             finished=self._state == _DONE,
             had_error=self._state == _FAILED,
-            error_type=self._error.error_type if self._error is not None else None,
+            error_type=self._error.kind if self._error is not None else None,
             error_message=self._error.message if self._error is not None else None,
         )
 
@@ -829,7 +831,11 @@ class WebSearchLoop:
         self._add_usage(summary, message)
         self._rounds += 1
         if not complete:
-            raise self._fail(UpstreamFailure("upstream_error", READ_ERROR_MESSAGE, 502))
+            raise self._fail(
+                UpstreamFailure(
+                    "api_error", READ_ERROR_MESSAGE, 502, kind=ErrorType.STREAM_INTERRUPTED
+                )
+            )
         if failure is not None or message is None:
             # Z parses broken tool JSON as {} and searches on; we refuse, like §6.13 does.
             raise self._fail(failure or UpstreamFailure("api_error", "Upstream failed", 502))
@@ -843,7 +849,9 @@ class WebSearchLoop:
                 self._state = _READY
                 return []
             # ... then fail
-            raise self._fail(UpstreamFailure("upstream_error", EMPTY_ROUND_MESSAGE, 502))
+            raise self._fail(
+                UpstreamFailure("api_error", EMPTY_ROUND_MESSAGE, 502, kind=ErrorType.EMPTY_ANSWER)
+            )
         self._retried = False
 
         searching = (

@@ -295,7 +295,7 @@ def test_strict_mode_answers_404_naming_the_model_and_the_listed_ids(gateway):
     record = UsageRecord.objects.get()
     assert (record.http_status, record.error_type, record.model_requested) == (
         404,
-        "not_found_error",
+        "model_not_found",
         "claude-opus-5-5",
     )
     # A listed model is still served.

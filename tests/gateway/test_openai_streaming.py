@@ -338,7 +338,7 @@ def test_a_cut_chat_tool_call_raises_in_the_sdk_and_is_never_delivered(gateway):
     assert not any(c.choices and c.choices[0].delta.tool_calls for c in received)
     assert not any(c.choices and c.choices[0].finish_reason for c in received)
     record = one_record()
-    assert (record.status, record.error_type) == ("error", "upstream_tool_json_error")
+    assert (record.status, record.error_type) == ("error", "tool_json_cut")
 
 
 def test_a_cut_responses_tool_call_ends_in_response_failed(gateway):
@@ -401,8 +401,9 @@ def test_an_upstream_error_frame_mid_stream_ends_in_an_error(gateway, path):
     assert (record.endpoint, record.status, record.error_type) == (
         path,
         "error",
-        "InternalServerException",
+        "upstream_exception",
     )
+    assert "InternalServerException" in record.error_message
 
 
 # --- before the head: failover and JSON errors -----------------------------------------------

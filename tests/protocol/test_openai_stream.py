@@ -18,6 +18,7 @@ from openai.lib.streaming.responses import ResponseStreamState
 from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import ResponseStreamEvent
 
+from gateway.protocol.errors import ErrorType
 from gateway.protocol.events import (
     AssistantResponse,
     ContextUsage,
@@ -260,9 +261,9 @@ def test_chat_ends_an_upstream_error_frame_with_an_error_chunk() -> None:
     assert deltas(raw.split(b"\n\n", 1)[0] + b"\n\n") == [{"content": "Hi"}]
     assert json.loads(lines[-1])["error"] == {
         "message": "Upstream ThrottlingException: slow down",
-        "type": "overloaded_error",
+        "type": "server_error",
         "param": None,
-        "code": None,
+        "code": "server_is_overloaded",
     }
     assert renderer.failed
     assert renderer.finish() == b""
@@ -273,10 +274,16 @@ def test_chat_fails_a_broken_stream_with_an_error_chunk() -> None:
     renderer.start()
     renderer.feed([AssistantResponse("Hi")])
 
-    raw = renderer.fail("api_error", "The upstream stream broke off: ReadError.")
+    raw = renderer.fail(
+        "api_error", "The upstream stream broke off: ReadError.", ErrorType.STREAM_INTERRUPTED
+    )
 
     assert json.loads(data_lines(raw)[0])["error"]["message"].startswith("The upstream stream")
-    assert renderer.failed and renderer.finish() == b"" and renderer.fail("api_error", "x") == b""
+    assert (
+        renderer.failed
+        and renderer.finish() == b""
+        and renderer.fail("api_error", "x", ErrorType.STREAM_INTERRUPTED) == b""
+    )
 
 
 def test_chat_keeps_alive_with_an_sse_comment() -> None:
@@ -573,7 +580,9 @@ def test_responses_fails_a_broken_stream() -> None:
     renderer = responses_stream()
     renderer.start()
 
-    raw = renderer.fail("api_error", "The upstream stream broke off: ReadError.")
+    raw = renderer.fail(
+        "api_error", "The upstream stream broke off: ReadError.", ErrorType.STREAM_INTERRUPTED
+    )
 
     assert names(raw) == ["failed"]
     assert renderer.failed and renderer.summary().had_error

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.protocol.errors import ErrorType
 from gateway.protocol.events import (
     AssistantResponse,
     ContextUsage,
@@ -372,7 +373,7 @@ def test_it_never_forwards_a_cut_tool_call() -> None:
     assert b'"tool_use"' not in out
     assert names(out)[-1] == "error"
     assert "message_stop" not in names(out)
-    assert translator.result.error_type == "upstream_tool_json_error"
+    assert translator.result.error_type == "tool_json_cut"
 
 
 def test_it_never_forwards_invalid_tool_json() -> None:
@@ -398,7 +399,7 @@ def test_it_drops_a_tool_cut_by_max_tokens_and_says_max_tokens() -> None:
     assert b"input_json_delta" not in out
     assert final_delta(out)["delta"]["stop_reason"] == "max_tokens"
     assert names(out)[-1] == "message_stop"
-    assert translator.result.error_type == "upstream_tool_json_error"
+    assert translator.result.error_type == "tool_json_cut"
     assert not translator.result.had_error
 
 
@@ -538,7 +539,7 @@ def test_it_answers_only_an_error_when_cc_mode_breaks() -> None:
     translator = StreamTranslator(options(cc_mode=True))
     translator.start()
     translator.feed([AssistantResponse("hi")])
-    assert names(translator.fail("api_error", "reset")) == ["error"]
+    assert names(translator.fail("api_error", "reset", ErrorType.STREAM_INTERRUPTED)) == ["error"]
 
 
 # -- failures ------------------------------------------------------------------------------
@@ -547,7 +548,7 @@ def test_it_answers_only_an_error_when_cc_mode_breaks() -> None:
 def test_it_ends_a_broken_stream_with_an_error_event() -> None:
     translator = StreamTranslator(options())
     out = translator.start() + translator.feed([AssistantResponse("partial")])
-    out += translator.fail("api_error", "upstream connection reset")
+    out += translator.fail("api_error", "upstream connection reset", ErrorType.STREAM_INTERRUPTED)
     out += translator.finish()
     assert names(out)[-1] == "error"
     assert "message_stop" not in names(out) and "message_delta" not in names(out)
@@ -568,7 +569,7 @@ def test_it_fails_on_an_upstream_error_frame() -> None:
     out, translator = stream(events)
     assert names(out)[-1] == "error"
     assert b"ignored" not in out
-    assert translator.result.error_type == "InternalServerException"
+    assert translator.result.error_type == "upstream_exception"
 
 
 def test_it_reports_throttling_as_overloaded() -> None:
@@ -589,10 +590,10 @@ def test_it_keeps_counting_usage_after_a_failure() -> None:
 def test_it_sends_nothing_more_after_an_error() -> None:
     translator = StreamTranslator(options())
     translator.start()
-    translator.fail("api_error", "reset")
+    translator.fail("api_error", "reset", ErrorType.STREAM_INTERRUPTED)
     assert translator.feed([AssistantResponse("late")]) == b""
     assert translator.finish() == b""
-    assert translator.fail("api_error", "again") == b""
+    assert translator.fail("api_error", "again", ErrorType.STREAM_INTERRUPTED) == b""
 
 
 def test_it_reports_whether_output_was_produced() -> None:
@@ -690,7 +691,7 @@ def test_it_refuses_a_non_stream_answer_with_a_cut_tool() -> None:
     with pytest.raises(UpstreamFailure) as caught:
         assemble_message([AssistantResponse("x"), ToolUse("w", "t", '{"a":', False)], options())
     assert caught.value.status == 502
-    assert caught.value.error_type == "upstream_tool_json_error"
+    assert (caught.value.error_type, caught.value.kind) == ("api_error", "tool_json_cut")
 
 
 def test_it_refuses_a_non_stream_answer_after_an_error_frame() -> None:

@@ -778,7 +778,8 @@ def test_it_fails_after_a_second_empty_round_after_a_tool_result() -> None:
     with pytest.raises(UpstreamFailure) as caught:
         loop.feed_round([AssistantResponse("")])
 
-    assert (caught.value.status, caught.value.error_type) == (502, "upstream_error")
+    assert (caught.value.status, caught.value.error_type) == (502, "api_error")
+    assert caught.value.kind == "empty_answer"
     assert caught.value.message == EMPTY_ROUND_MESSAGE
     assert loop.result.had_error and not loop.result.finished
     with pytest.raises(RuntimeError):
@@ -824,7 +825,7 @@ def test_it_fails_when_the_upstream_body_broke_off() -> None:
         )
 
     assert caught.value.message == READ_ERROR_MESSAGE
-    assert caught.value.error_type == "upstream_error"
+    assert (caught.value.error_type, caught.value.kind) == ("api_error", "stream_interrupted")
     assert loop.result.input_tokens == 10  # the broken round's usage still counts
 
 
@@ -864,7 +865,7 @@ def test_it_fails_when_tool_json_is_broken() -> None:
     with pytest.raises(UpstreamFailure) as caught:
         loop.feed_round([ToolUse("web_search", "tooluse_s", '{"query": "ru', True)])
 
-    assert caught.value.error_type == "upstream_tool_json_error"
+    assert (caught.value.error_type, caught.value.kind) == ("api_error", "tool_json_cut")
 
 
 def test_it_answers_a_web_search_call_without_a_query_with_an_error() -> None:

@@ -30,7 +30,7 @@ def test_a_record_with_nuls_and_lone_surrogates_is_written_and_logged(settings, 
         model_sent=UNSTORABLE,
         status=UsageStatus.REJECTED,
         http_status=400,
-        error_type="invalid_request_error",
+        error_type="invalid_request",
         error_message=f"model: {UNSTORABLE}",
         attempts=[AttemptDraft(None, "ide", 400, "bad_request", error_snippet=UNSTORABLE)],
     )
