@@ -247,7 +247,7 @@ from credentials import selectors, services
 from credentials.models import Credential, GatewaySettings
 from gateway import upstream
 from gateway.protocol.convert import ConvertOptions, convert_request, encode_body
-from gateway.resolution import custom_models
+from gateway.api.resolution import custom_models
 
 args = json.loads(sys.stdin.read())
 GatewaySettings.load()

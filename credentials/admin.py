@@ -34,6 +34,7 @@ from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
 from credentials import batch_import, crypto, limits, services
+from credentials.asyncdb import db
 from credentials.forms import (
     AssignProxyForm,
     CredentialConsoleForm,
@@ -59,7 +60,6 @@ from credentials.models import (
     ProxyEntry,
 )
 from gateway import login, operations  # admin views are the console; they call gateway's I/O
-from gateway.db import db
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from datetime import timedelta
 from django.utils import timezone
 
 from credentials import services
+from credentials.asyncdb import db
 from credentials.models import Credential, GatewaySettings
 from gateway import operations, upstream
-from gateway.db import db
 from usage import jsonl
 from usage.models import UpstreamAttempt, UsageRecord
 

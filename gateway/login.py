@@ -36,8 +36,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from credentials import crypto, selectors, services
+from credentials.asyncdb import db
 from gateway import operations, upstream
-from gateway.db import db
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ import httpx
 from django.utils import timezone
 
 from credentials import selectors, services
+from credentials.asyncdb import db
 from credentials.pool import Candidate, listed_models, unknown_lists
 from credentials.selectors import CredentialAccess, GatewayConfig
 from gateway import tokens, upstream
-from gateway.db import db
 from gateway.protocol.catalogue import BUILTIN_KIRO_IDS
 
 log = logging.getLogger(__name__)

@@ -24,10 +24,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from credentials import selectors, services
+from credentials.asyncdb import db
 from credentials.models import Credential, ProxyEntry
 from credentials.selectors import CredentialAccess, GatewayConfig
 from gateway import profiles, tokens, upstream
-from gateway.db import db
 from gateway.protocol.balance import Balance, parse_usage_limits
 from gateway.protocol.convert import ConvertOptions, convert_request, encode_body, for_endpoint
 from gateway.protocol.events import AssistantResponse, Metering, UpstreamError, parse_message

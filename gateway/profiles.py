@@ -15,9 +15,9 @@ from dataclasses import replace
 import httpx
 
 from credentials import services
+from credentials.asyncdb import db
 from credentials.selectors import BUILDER_ID_PLACEHOLDER_ARN, CredentialAccess, GatewayConfig
 from gateway import tokens, upstream
-from gateway.db import db
 from gateway.protocol.classify import parse_retry_after
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,9 @@ import httpx
 from django.utils import timezone
 
 from credentials import kiro_files, selectors, services
+from credentials.asyncdb import db
 from credentials.selectors import CredentialAccess, GatewayConfig
 from gateway import upstream
-from gateway.db import db
 from gateway.protocol.classify import parse_retry_after
 from usage import metrics
 

@@ -23,7 +23,7 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E4
 from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
-from gateway import edge  # noqa: E402
+from gateway.api import edge  # noqa: E402
 from kiro_site.routing import websocket_application  # noqa: E402
 from usage.services import usage_drafts_collect  # noqa: E402
 
@@ -36,7 +36,7 @@ class GatewayASGIHandler(ASGIHandler):
     PERF-NOTES: the default stack costs milliseconds of CPU per request, and Django runs each
     MiddlewareMixin hook through a thread hop under ASGI. The API views need none of it:
     they authenticate client keys themselves, are CSRF-exempt, and answer their own errors.
-    What still escapes them is answered by `gateway.edge`, in the endpoint's JSON shape and
+    What still escapes them is answered by `gateway.api.edge`, in the endpoint's JSON shape and
     with its one usage record, instead of by Django's HTML error pages.
     """
 

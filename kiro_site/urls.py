@@ -1,12 +1,12 @@
-"""URL routes: the admin, the health probe, and (later) the gateway endpoints."""
+"""URL routes: the API endpoints, health and metrics, and the admin."""
 
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path, re_path
+from django.urls import path, re_path
 
-from gateway import edge, openai_views
-from gateway import views as gateway_views
+from gateway.api import edge, health, openai_views
+from gateway.api import views as gateway_views
 
 admin.site.site_header = "kiro-gateway"
 admin.site.site_title = "kiro-gateway"
@@ -16,7 +16,8 @@ admin.site.index_title = "Gateway administration"
 POST, GET = ("POST",), ("GET", "HEAD")
 
 urlpatterns = [
-    path("healthz", gateway_views.healthz, name="healthz"),
+    path("healthz", health.healthz, name="healthz"),
+    path("metrics", health.metrics, name="metrics"),
     path("v1/messages", edge.only(POST, gateway_views.messages), name="messages"),
     path(
         "v1/messages/count_tokens",
@@ -37,6 +38,5 @@ urlpatterns = [
         name="cc_count_tokens",
     ),
     re_path(r"^(?:cc/)?v1/", edge.not_found),
-    path("", include("usage.urls")),
     path("admin/", admin.site.urls),
 ]

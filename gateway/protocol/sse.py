@@ -14,7 +14,7 @@ from typing import Any
 # spec 6.1: the keep-alive is a literal string, with a space after the colon.
 PING = b'event: ping\ndata: {"type": "ping"}\n\n'
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 # The C string encoder json uses for ensure_ascii=False; one call per text delta.
 json_string = json.encoder.encode_basestring
 
@@ -24,7 +24,7 @@ def encode_text(event: str, data: Mapping[str, Any]) -> str:
 
     The translator joins many of these and encodes once per upstream read (PERF-NOTES).
     """
-    return f"event: {event}\ndata: {_dumps(data)}\n\n"
+    return f"event: {event}\ndata: {dumps(data)}\n\n"
 
 
 def encode(event: str, data: Mapping[str, Any]) -> bytes:

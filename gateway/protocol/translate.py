@@ -717,7 +717,7 @@ class StreamTranslator(Machine):
         out = self._buffer
         out.append(
             "event: message_delta\ndata: "
-            + sse._dumps(
+            + sse.dumps(
                 {
                     "delta": {"stop_reason": self._stop_reason, "stop_sequence": None},
                     "type": "message_delta",

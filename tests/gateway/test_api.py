@@ -253,7 +253,7 @@ def test_a_success_moves_the_credential_counters(gateway):
 
 
 def test_an_internal_error_is_anthropic_json_not_an_html_500(gateway, monkeypatch):
-    from gateway import views
+    from gateway.api import views
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")

@@ -302,7 +302,7 @@ def test_what_django_raises_before_the_view_is_answered_as_json(
 ):
     from django.core import exceptions
 
-    from gateway import views
+    from gateway.api import views
 
     def refuse(*args, **kwargs):
         raise getattr(exceptions, name)("refused")
@@ -322,7 +322,7 @@ def test_what_django_raises_before_the_view_is_answered_as_json(
 
 
 def test_a_bug_before_the_key_is_a_json_500_with_a_record(gateway, monkeypatch):
-    from gateway import views
+    from gateway.api import views
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
@@ -338,7 +338,7 @@ def test_a_bug_before_the_key_is_a_json_500_with_a_record(gateway, monkeypatch):
 
 
 def test_a_bug_on_an_openai_path_is_a_json_500_in_openais_shape(gateway, monkeypatch):
-    from gateway import views
+    from gateway.api import views
 
     async def broken(*args, **kwargs):
         raise RuntimeError("a bug")
@@ -353,7 +353,7 @@ def test_a_bug_on_an_openai_path_is_a_json_500_in_openais_shape(gateway, monkeyp
 
 
 def test_a_bug_after_the_key_is_recorded_with_the_key(gateway, monkeypatch):
-    from gateway import views
+    from gateway.api import views
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")

@@ -73,7 +73,7 @@ def test_a_client_leaving_during_authentication_still_leaves_one_record(gateway,
 
     from django.test import RequestFactory
 
-    from gateway import views
+    from gateway.api import views
 
     real = views._authenticate
 

@@ -19,7 +19,7 @@ async def test_it_reports_the_database_as_up():
 
 @pytest.mark.django_db(transaction=True)
 async def test_it_answers_503_when_the_database_is_down(monkeypatch):
-    from gateway import views
+    from gateway.api import health as views
 
     def unreachable():
         raise OSError("connection refused")

@@ -12,7 +12,7 @@ import pytest
 from credentials import limits
 from credentials.models import ClientKey, ClientKeyWindow, LimitWindowKind
 from credentials.selectors import KeyIdentity
-from gateway import views
+from gateway.api import views
 from gateway.fakekiro.script import Script
 from usage.models import UsageRecord
 from usage.services import UsageDraft
@@ -316,8 +316,8 @@ def test_a_cancelled_request_releases_the_reservation(gateway, monkeypatch):
 
 
 def test_a_failing_settle_still_writes_the_record(gateway, monkeypatch):
-    """dispatch._store_usage: the record must not be lost when the limits cannot be settled."""
-    from gateway import dispatch as dispatch_module
+    """accounting.store_usage: the record must not be lost when the limits cannot be settled."""
+    from gateway.api import accounting
 
     key = _key(rpm_limit=5)
     reservation = limits.limit_reserve(key_id=key.pk, estimate_tokens=10)
@@ -325,10 +325,10 @@ def test_a_failing_settle_still_writes_the_record(gateway, monkeypatch):
     def broken(**kwargs: object) -> None:
         raise RuntimeError("limits are down")
 
-    monkeypatch.setattr(dispatch_module, "limit_settle", broken)
+    monkeypatch.setattr(accounting, "limit_settle", broken)
     draft = UsageDraft(endpoint="/v1/messages", client_key_id=key.pk, status="success")
 
-    record = dispatch_module._store_usage(draft, reservation)
+    record = accounting.store_usage(draft, reservation)
 
     assert UsageRecord.objects.get().pk == record.pk
 

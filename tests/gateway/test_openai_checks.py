@@ -17,7 +17,7 @@ from django.test import RequestFactory
 
 from credentials import limits
 from credentials.models import ClientKey
-from gateway import openai_views, views
+from gateway.api import openai_views, views
 from gateway.fakekiro.script import Script
 from usage.models import UsageRecord
 

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from credentials import selectors
-from gateway import dispatch, model_cache, resolution
+from gateway import model_cache
+from gateway.api import dispatch, resolution
 from tests.factories import ClientKeyFactory, CredentialFactory
 
 pytestmark = pytest.mark.django_db

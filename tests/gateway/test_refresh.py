@@ -146,8 +146,8 @@ def test_invalid_grant_after_a_rotation_elsewhere_adopts_the_new_token(gateway, 
     from django.utils import timezone
 
     from credentials import services
+    from credentials.asyncdb import db
     from gateway import upstream
-    from gateway.db import db
 
     credential, _ = gateway.add_credential(rotate_refresh_token=True)
     real = upstream.refresh_request

@@ -19,15 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from django.db import transaction
 from django.utils import timezone
 
 from credentials import selectors, services
-from credentials.limits import Reservation, limit_settle
+from credentials.asyncdb import db
 from credentials.pool import Candidate, choose, is_in_scope, self_heal_targets
 from credentials.selectors import CredentialAccess, GatewayConfig, KeyIdentity
 from gateway import model_cache, profiles, tokens, upstream
-from gateway.db import db
+from gateway.api import accounting
 from gateway.protocol import classify, errors
 from gateway.protocol.classify import Action, Outcome
 from gateway.protocol.convert import encode_body, for_endpoint
@@ -41,9 +40,8 @@ from gateway.protocol.translate import (
     TranslationResult,
     assemble_result,
 )
-from usage import live
-from usage.models import UsageRecord, UsageStatus
-from usage.services import AttemptDraft, UsageDraft, after_commit_local, usage_record_store
+from usage.models import UsageStatus
+from usage.services import AttemptDraft, UsageDraft
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +127,6 @@ class Connected:
     access: CredentialAccess
     response: httpx.Response
     stack: contextlib.AsyncExitStack
-
-
-def _ms(since: float) -> int:
-    return int((time.monotonic() - since) * 1000)
 
 
 def _no_credential_error(candidates: list[Candidate], request: Request) -> ClientError:
@@ -278,7 +272,7 @@ async def _attempt(
         access = await tokens.ensure_token(access, config)
         access = await profiles.resolve(access, config)
     except tokens.TokenError as exc:
-        record.error_snippet, record.duration_ms = str(exc), _ms(started)
+        record.error_snippet, record.duration_ms = str(exc), accounting.ms_since(started)
         if exc.rate_limited:
             error = errors.rate_limited(classify.RATE_LIMITED_MESSAGE, exc.retry_after)
             return classify.Verdict(Outcome.TRANSIENT, Action.FAIL, error=error), None
@@ -299,12 +293,12 @@ async def _attempt(
             )
     except httpx.HTTPError as exc:
         await stack.aclose()
-        record.outcome, record.duration_ms = Outcome.NETWORK_ERROR, _ms(started)
+        record.outcome, record.duration_ms = Outcome.NETWORK_ERROR, accounting.ms_since(started)
         record.error_snippet = f"{exc.__class__.__name__}: {exc}"
         return classify.network_error_verdict(), None
     record.http_status = response.status_code
     if 200 <= response.status_code < 300:
-        record.outcome, record.duration_ms = Outcome.SUCCESS, _ms(started)
+        record.outcome, record.duration_ms = Outcome.SUCCESS, accounting.ms_since(started)
         request.draft.credential_id = access.id
         if model_cache.is_stale(access.models_checked_at, config.model_cache_ttl_secs):
             model_cache.refresh_soon(access, config)
@@ -315,7 +309,7 @@ async def _attempt(
         body = ""
     finally:
         await stack.aclose()
-    record.error_snippet, record.duration_ms = body, _ms(started)
+    record.error_snippet, record.duration_ms = body, accounting.ms_since(started)
     verdict = classify.classify(
         response.status_code,
         body,
@@ -412,7 +406,7 @@ async def relay(
                 yield translator.fail(item.kind, item.message, item.error_type)
                 break
             if request.draft.first_token_ms is None:
-                request.draft.first_token_ms = _ms(request.started)
+                request.draft.first_token_ms = accounting.ms_since(request.started)
             yield item
         tail = translator.finish() if not translator.failed else b""
         if tail:
@@ -425,7 +419,7 @@ async def relay(
         with contextlib.suppress(BaseException):
             await producer
         _finish_draft(request, translator.summary(), status)
-        await write_usage(request.draft)
+        await accounting.write_usage(request.draft)
 
 
 def events_of(items: list[Message | SkippedRegion]) -> list[KiroEvent]:
@@ -489,7 +483,7 @@ def _finish_draft(request: Request, result: TranslationResult, status: str) -> N
     draft.cache_creation_tokens = result.cache_creation_input_tokens
     draft.cache_read_tokens = result.cache_read_input_tokens
     draft.credits = result.credits
-    draft.latency_ms = _ms(request.started)
+    draft.latency_ms = accounting.ms_since(request.started)
     if status == UsageStatus.INTERRUPTED and not draft.error_type:
         draft.error_type = ErrorType.CLIENT_DISCONNECTED
     elif result.had_error:
@@ -533,80 +527,12 @@ async def collect(request: Request, connected: Connected) -> tuple[int, dict[str
             body = failure.body() if failure else classify.UPSTREAM_FAILED.body()
             return (failure.status if failure else 502), body
         status = UsageStatus.SUCCESS
-        request.draft.first_token_ms = _ms(request.started)
+        request.draft.first_token_ms = accounting.ms_since(request.started)
         return 200, message
     finally:
         if result is not None:
             _finish_draft(request, result, status)
         else:
             request.draft.status = status
-            request.draft.latency_ms = _ms(request.started)
-        await write_usage(request.draft)
-
-
-def _store_usage(draft: UsageDraft, reservation: Reservation | None) -> UsageRecord:
-    """Write the record, its attempts, the counters and the key's limits in one transaction.
-
-    A limited key is settled first (its lock comes before anything else touches the key,
-    limits.limit_settle); an unlimited key's increments come last, so that the window rows
-    are locked for the shortest time. If settling fails, the record is written alone: a
-    limits failure must not lose the record."""
-    cost = draft.input_tokens + draft.output_tokens
-    cost += draft.cache_creation_tokens + draft.cache_read_tokens
-    settle_first = reservation is not None and reservation.admission_id is not None
-    try:
-        with transaction.atomic():
-            if settle_first:
-                limit_settle(reservation=reservation, tokens=cost, credits=draft.credits)
-            record = usage_record_store(draft=draft)
-            if reservation is not None and not settle_first:
-                limit_settle(reservation=reservation, tokens=cost, credits=draft.credits)
-    except Exception:
-        if reservation is None:
-            raise
-        log.exception("could not settle the client key's limits; writing the record alone")
-        with transaction.atomic():
-            record = usage_record_store(draft=draft)
-    after_commit_local(record, draft.attempts)  # the JSONL line and the metrics
-    return record
-
-
-async def write_usage(draft: UsageDraft) -> None:
-    """Write the usage record, shielded from the cancellation of a disconnecting client.
-
-    One trip to a worker thread; the live feed is published from the event loop. A draft is
-    written once: a second call (an error path after the record) does nothing."""
-    if draft.written:
-        return
-    draft.written = True
-    reservation, draft.reservation = draft.reservation, None  # settled exactly once
-    task = asyncio.ensure_future(db(_store_usage, draft, reservation))
-    try:
-        record = await asyncio.shield(task)
-    except asyncio.CancelledError:
-        try:
-            record = await task  # finish the write, then let the cancellation go on
-        except Exception:
-            log.exception("could not write the usage record")
-        else:
-            live.publish_soon(record)
-        raise
-    except Exception:
-        log.exception("could not write the usage record")
-        return
-    live.publish_soon(record)
-
-
-async def write_local(
-    draft: UsageDraft, *, status: int, started: float, error_type: str = "", message: str = ""
-) -> None:
-    """Record a request answered without streaming upstream (local answers, refusals)."""
-    if status < 300:
-        draft.status = UsageStatus.SUCCESS
-    else:
-        draft.status = UsageStatus.REJECTED if status < 500 else UsageStatus.ERROR
-    draft.http_status = status
-    draft.error_type = error_type
-    draft.error_message = message
-    draft.latency_ms = _ms(started)
-    await write_usage(draft)
+            request.draft.latency_ms = accounting.ms_since(request.started)
+        await accounting.write_usage(request.draft)

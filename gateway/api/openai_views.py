@@ -28,14 +28,14 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from gateway import views
+from gateway.api import views
+from gateway.api.responses import SSE_HEADERS, error_response
 from gateway.protocol import openai
 from gateway.protocol.classify import ClientError
 from gateway.protocol.convert import web_search_mode
 from gateway.protocol.models import ConversionError
 from gateway.protocol.openai_stream import KEEP_ALIVE, ChatStream, ResponsesStream
 from gateway.protocol.translate import Renderer, TranslateOptions
-from gateway.responses import SSE_HEADERS, error_response
 
 log = logging.getLogger(__name__)
 

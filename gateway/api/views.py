@@ -13,14 +13,14 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from credentials import limits, selectors
+from credentials.asyncdb import db
 from credentials.selectors import GatewayConfig, KeyIdentity
-from gateway import auth, dispatch, resolution, search
-from gateway.db import db
+from gateway.api import accounting, auth, dispatch, resolution, search
+from gateway.api.responses import SSE_HEADERS, error_response
 from gateway.protocol import errors
 from gateway.protocol.body import parse_body
 from gateway.protocol.catalogue import ModelNotListed
@@ -37,40 +37,8 @@ from gateway.protocol.models import (
 from gateway.protocol.tokens import count_all_tokens
 from gateway.protocol.tools import restore_tool_call
 from gateway.protocol.translate import Renderer, TranslateOptions, new_message_id
-from gateway.responses import SSE_HEADERS, error_response
 from usage.models import UsageStatus
 from usage.services import UsageDraft, usage_draft_track
-
-
-def _ping_database() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-        cursor.fetchone()
-
-
-def _database_status() -> dict[str, object]:
-    started = time.perf_counter()
-    try:
-        _ping_database()
-    except Exception as exc:  # any driver error means "down" for a load balancer
-        return {"ok": False, "vendor": connection.vendor, "error": exc.__class__.__name__}
-    finally:
-        connection.close()  # never keep a connection pinned to this thread
-    return {
-        "ok": True,
-        "vendor": connection.vendor,
-        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-    }
-
-
-async def healthz(request: HttpRequest) -> JsonResponse:
-    """Report liveness and database reachability for load balancers."""
-    database = await sync_to_async(_database_status, thread_sensitive=False)()
-    status = 200 if database["ok"] else 503
-    return JsonResponse(
-        {"status": "ok" if database["ok"] else "degraded", "database": database}, status=status
-    )
-
 
 # --- helpers -----------------------------------------------------------------------------
 
@@ -128,9 +96,11 @@ def _draft(endpoint: str, key: KeyIdentity | None) -> UsageDraft:
     )
 
 
-async def _start(
+async def authenticate(
     request: HttpRequest, endpoint: str
 ) -> tuple[KeyIdentity | None, GatewayConfig, UsageDraft, float]:
+    """Check the request's key (one database trip) and open its usage draft; a key of None
+    means 401. Returns the key, the gateway settings, the draft and the start time."""
     started = time.monotonic()
     task = asyncio.ensure_future(db(_authenticate, auth.presented_key(request)))
     try:
@@ -219,7 +189,7 @@ async def record_rejection(
     draft: UsageDraft, started: float, error: ClientError, error_type: str | None = None
 ) -> None:
     """Write the usage record of a request refused with `error` before going upstream."""
-    await dispatch.write_local(
+    await accounting.write_local(
         draft,
         status=error.status,
         error_type=error_type or error.kind,
@@ -357,7 +327,7 @@ async def record_interrupted(draft: UsageDraft, started: float) -> None:
         return
     draft.status, draft.error_type = UsageStatus.INTERRUPTED, ErrorType.CLIENT_DISCONNECTED
     draft.latency_ms = int((time.monotonic() - started) * 1000)
-    await dispatch.write_usage(draft)
+    await accounting.write_usage(draft)
 
 
 async def serve_body(
@@ -491,7 +461,7 @@ async def _serve_body(
         # The client left during the attempts (e.g. a backoff): still exactly one record.
         draft.status, draft.error_type = UsageStatus.INTERRUPTED, ErrorType.CLIENT_DISCONNECTED
         draft.latency_ms = int((time.monotonic() - started) * 1000)
-        await dispatch.write_usage(draft)
+        await accounting.write_usage(draft)
         raise
     draft.http_status = 200
     if draft.stream:
@@ -521,7 +491,7 @@ async def cc_messages(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 async def count_tokens(request: HttpRequest) -> HttpResponse:
     """POST /v1/messages/count_tokens: a local estimate (spec §10)."""
-    key, config, draft, started = await _start(request, request.path)
+    key, config, draft, started = await authenticate(request, request.path)
     if key is None:
         return await _reject(draft, started, INVALID_KEY)
     try:
@@ -543,7 +513,7 @@ async def count_tokens(request: HttpRequest) -> HttpResponse:
     draft.model_requested = model
     draft.model_sent = resolved.upstream_id
     draft.input_tokens = tokens
-    await dispatch.write_local(draft, status=200, started=started)
+    await accounting.write_local(draft, status=200, started=started)
     return JsonResponse({"input_tokens": max(1, tokens)})
 
 
@@ -582,7 +552,7 @@ async def models(request: HttpRequest) -> HttpResponse:
         }
         for m in listed
     ]
-    await dispatch.write_local(draft, status=200, started=started)
+    await accounting.write_local(draft, status=200, started=started)
     return JsonResponse(
         {
             "data": data,

@@ -23,10 +23,10 @@ from django.core.exceptions import (
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
 from django.views.decorators.csrf import csrf_exempt
 
-from gateway import dispatch, views
+from gateway.api import accounting, views
+from gateway.api.responses import error_response
 from gateway.protocol import errors, openai
 from gateway.protocol.errors import ClientError, ErrorType
-from gateway.responses import error_response
 from usage.services import UsageDraft, usage_draft_track
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,10 @@ async def _refuse(
     request: HttpRequest, error: ClientError, headers: dict[str, str]
 ) -> HttpResponse:
     """Check the key, then answer `error` (401 first without a valid key), with one record."""
-    key, _, draft, started = await views._start(request, endpoint_of(request.path))
+    key, _, draft, started = await views.authenticate(request, endpoint_of(request.path))
     if key is None:
         error, headers = views.INVALID_KEY, {}
-    await dispatch.write_local(
+    await accounting.write_local(
         draft,
         status=error.status,
         started=started,
@@ -169,7 +169,7 @@ async def answer_escaped(
         log.warning("refused %s: %s", path, exc.__class__.__name__)
     if not any(draft.written for draft in drafts):
         draft = drafts[0] if drafts else usage_draft_track(UsageDraft(endpoint=endpoint_of(path)))
-        await dispatch.write_local(
+        await accounting.write_local(
             draft,
             status=error.status,
             started=started,

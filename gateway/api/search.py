@@ -16,7 +16,8 @@ from typing import Any
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 
 from credentials.selectors import GatewayConfig, KeyIdentity
-from gateway import dispatch
+from gateway.api import accounting, dispatch
+from gateway.api.responses import SSE_HEADERS, error_response
 from gateway.protocol.convert import ConvertOptions
 from gateway.protocol.errors import ClientError, ErrorType, UpstreamFailure, anthropic_body
 from gateway.protocol.sse import PING, encode
@@ -31,7 +32,6 @@ from gateway.protocol.websearch import (
     render_search_message,
     render_search_stream,
 )
-from gateway.responses import SSE_HEADERS, error_response
 from usage.models import UsageStatus
 from usage.services import UsageDraft
 
@@ -87,7 +87,7 @@ async def single_search(
         message = render_search_message(query, outcome, model=model, input_tokens=input_tokens)
         draft.output_tokens = int(message.get("usage", {}).get("output_tokens", 0))
         response = JsonResponse(message, json_dumps_params={"ensure_ascii": False})
-    await dispatch.write_local(draft, status=200, started=started)
+    await accounting.write_local(draft, status=200, started=started)
     return response
 
 
@@ -95,7 +95,7 @@ async def _refuse(
     draft: UsageDraft, started: float, error: ClientError, error_type: str
 ) -> JsonResponse:
     draft.error_message = error.message
-    await dispatch.write_local(
+    await accounting.write_local(
         draft, status=error.status, started=started, error_type=error_type, message=error.message
     )
     return error_response(error)
@@ -105,7 +105,7 @@ async def _interrupted(draft: UsageDraft, started: float) -> None:
     """Record a request whose client left mid-way (exactly one record, shielded)."""
     draft.status, draft.error_type = UsageStatus.INTERRUPTED, ErrorType.CLIENT_DISCONNECTED
     draft.latency_ms = int((time.monotonic() - started) * 1000)
-    await dispatch.write_usage(draft)
+    await accounting.write_usage(draft)
 
 
 async def _run_loop(
@@ -163,7 +163,7 @@ async def search_loop(
             _record(draft, loop.result)
             return await _refuse(draft, started, failure.error, failure.kind)
         _record(draft, loop.result)
-        await dispatch.write_local(draft, status=200, started=started)
+        await accounting.write_local(draft, status=200, started=started)
         return JsonResponse(message, json_dumps_params={"ensure_ascii": False})
     return StreamingHttpResponse(
         _stream_loop(loop, key, config, draft, started),
@@ -207,7 +207,7 @@ async def _stream_loop(
             await work
         _record(draft, loop.result)
         draft.latency_ms = int((time.monotonic() - started) * 1000)
-        await dispatch.write_usage(draft)
+        await accounting.write_usage(draft)
 
 
 async def _pings_until(work: Awaitable[Any], interval: float) -> AsyncIterator[bytes]:

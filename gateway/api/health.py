@@ -1,8 +1,9 @@
-"""Operator endpoints of the usage app: Prometheus `/metrics`."""
+"""Health and metrics: `GET /healthz` for load balancers, `GET /metrics` for Prometheus."""
 
 from __future__ import annotations
 
 import secrets
+import time
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -12,6 +13,36 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from usage.metrics import metrics_render
+
+
+def _ping_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+
+
+def _database_status() -> dict[str, object]:
+    started = time.perf_counter()
+    try:
+        _ping_database()
+    except Exception as exc:  # any driver error means "down" for a load balancer
+        return {"ok": False, "vendor": connection.vendor, "error": exc.__class__.__name__}
+    finally:
+        connection.close()  # never keep a connection pinned to this thread
+    return {
+        "ok": True,
+        "vendor": connection.vendor,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+
+
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """Report liveness and database reachability for load balancers."""
+    database = await sync_to_async(_database_status, thread_sensitive=False)()
+    status = 200 if database["ok"] else 503
+    return JsonResponse(
+        {"status": "ok" if database["ok"] else "degraded", "database": database}, status=status
+    )
 
 
 def _error(status: int, error_type: str, message: str) -> JsonResponse:
