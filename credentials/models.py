@@ -347,6 +347,11 @@ class GatewaySettings(models.Model):
         "claude-sonnet-4.5, a client id or a custom model id). Blank, or not listed: the "
         "newest listed sonnet.",
     )
+    prompt_cache_metering = models.BooleanField(
+        default=True,
+        help_text="Simulate Anthropic's prompt cache from the clients' cache_control "
+        "breakpoints (cache_creation / cache_read tokens). Off: the upstream's figures only.",
+    )
     # Priority mode's sticky current credential (spec kiro-ops §3.2), shared by all processes.
     current_credential_id = models.BigIntegerField(null=True, blank=True, editable=False)
 

@@ -72,6 +72,7 @@ class GatewayConfig:
     count_tokens_auth_type: str
     model_resolution: str = "fallback"  # or "strict" (protocol.catalogue)
     fallback_model: str = ""  # blank: the newest listed sonnet
+    prompt_cache_metering: bool = True  # usage.prompt_cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +236,7 @@ def read_gateway_config() -> GatewayConfig:
         count_tokens_auth_type=row.count_tokens_auth_type,
         model_resolution=row.model_resolution,
         fallback_model=row.fallback_model.strip(),
+        prompt_cache_metering=row.prompt_cache_metering,
     )
 
 

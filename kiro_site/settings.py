@@ -146,7 +146,13 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "kiro",
-        }
+        },
+        # usage.prompt_cache: the simulated prompt cache, shared by every process.
+        "prompt_cache": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "kiro",
+        },
     }
     CHANNEL_LAYERS = {
         "default": {
@@ -155,7 +161,15 @@ if REDIS_URL:
         }
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        # usage.prompt_cache: bounded like ZyphrZero's store (4,096 entries).
+        "prompt_cache": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "prompt-cache",
+            "OPTIONS": {"MAX_ENTRIES": 4096},
+        },
+    }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -43,6 +43,8 @@ class SeriesPoint(TypedDict):
     interrupted: int
     input_tokens: int
     output_tokens: int
+    cache_creation_tokens: int
+    cache_read_tokens: int
     credits: float
 
 
@@ -82,6 +84,8 @@ def _aggregates() -> dict[str, Any]:
         "interrupted": Count("id", filter=Q(status=UsageStatus.INTERRUPTED)),
         "input_tokens": Coalesce(Sum("input_tokens"), 0),
         "output_tokens": Coalesce(Sum("output_tokens"), 0),
+        "cache_creation_tokens": Coalesce(Sum("cache_creation_tokens"), 0),
+        "cache_read_tokens": Coalesce(Sum("cache_read_tokens"), 0),
         "credits": Coalesce(Sum("credits"), Value(0.0), output_field=FloatField()),
     }
 
@@ -141,6 +145,8 @@ def usage_series(*, since: datetime, until: datetime, bucket: str) -> list[Serie
                 "interrupted": row.get("interrupted", 0),
                 "input_tokens": row.get("input_tokens", 0),
                 "output_tokens": row.get("output_tokens", 0),
+                "cache_creation_tokens": row.get("cache_creation_tokens", 0),
+                "cache_read_tokens": row.get("cache_read_tokens", 0),
                 "credits": round(float(row.get("credits", 0.0)), 4),
             }
         )
@@ -220,7 +226,15 @@ def usage_dashboard(*, window: str = DEFAULT_WINDOW, now: datetime | None = None
     series = usage_series(since=since, until=until, bucket=spec.bucket)
     totals: dict[str, Any] = {
         name: sum(point[name] for point in series)  # type: ignore[literal-required]
-        for name in ("requests", "errors", "interrupted", "input_tokens", "output_tokens")
+        for name in (
+            "requests",
+            "errors",
+            "interrupted",
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_tokens",
+            "cache_read_tokens",
+        )
     }
     totals["credits"] = round(sum(point["credits"] for point in series), 4)
     return {

@@ -62,12 +62,16 @@ class UsageDraft:
     first_token_ms: int | None = None
     normalizer_rules: list[str] = field(default_factory=list)
     attempts: list[AttemptDraft] = field(default_factory=list)
-    reservation: Reservation | None = None  # the key's limits; settled in gateway.api.accounting.write_usage
+    reservation: Reservation | None = (
+        None  # the key's limits; settled in gateway.api.accounting.write_usage
+    )
     # What the request already knows of its key, so that writing needs no look-up.
     key_name: str = ""
     key_is_system: bool = False
     key_last_used_at: datetime | None = None
-    written: bool = False  # set by gateway.api.accounting.write_usage: a request has exactly one record
+    written: bool = (
+        False  # set by gateway.api.accounting.write_usage: a request has exactly one record
+    )
 
 
 # The drafts of the request being served, for the ASGI handler's last resort (kiro_site.asgi):

@@ -205,6 +205,7 @@ async def _serve(request: HttpRequest, endpoint: _Endpoint) -> HttpResponse:
                 draft,
                 started,
                 prefetched=begun.prefetched,
+                cache=begun.cache,
                 renderer=endpoint.renderer if live else None,
                 reasoning=endpoint.reasoning,
             )

@@ -34,9 +34,10 @@ from gateway.protocol.models import (
     ConversionError,
     resolve_model,
 )
-from gateway.protocol.tokens import count_all_tokens
+from gateway.protocol.tokens import CacheEstimate, count_all_tokens
 from gateway.protocol.tools import restore_tool_call
 from gateway.protocol.translate import Renderer, TranslateOptions, new_message_id
+from usage import prompt_cache
 from usage.models import UsageStatus
 from usage.services import UsageDraft, usage_draft_track
 
@@ -125,6 +126,7 @@ class Begun:
     refusal: tuple[ClientError, str] | None = None  # a limit of the key refused it
     reservation: limits.Reservation | None = None
     prefetched: dispatch.Prefetched | None = None
+    cache: CacheEstimate | None = None  # the simulated prompt cache's split (usage.prompt_cache)
 
     def refused(self) -> tuple[ClientError, str | None] | None:
         """Return the refusal to answer with, and its error type, in the order every endpoint
@@ -167,6 +169,8 @@ def _begin(presented: str | None, request: HttpRequest, convert: Convert | None 
         begun.refusal = _refusal(exc)
         return begun
     config = begun.config
+    if config.prompt_cache_metering:
+        begun.cache = prompt_cache.meter(body, key_id=key.id, system_key=key.is_system)
     listed = resolution.listed_at_start(start.candidates, key.group)
     model = resolution.first_model(body, config, listed)
     begun.prefetched = dispatch.prefetch_pool(key, config, model, start, catalogue=listed)
@@ -300,6 +304,7 @@ async def _messages(request: HttpRequest, *, cc_mode: bool) -> HttpResponse:
             started,
             cc_mode=cc_mode,
             prefetched=begun.prefetched,
+            cache=begun.cache,
         )
     except Exception as exc:  # never an HTML 500; still exactly one usage record
         log.exception("unexpected error serving %s", endpoint)
@@ -341,11 +346,14 @@ async def serve_body(
     prefetched: dispatch.Prefetched | None = None,
     renderer: Callable[[TranslateOptions], Renderer] | None = None,
     reasoning: bool = False,
+    cache: CacheEstimate | None = None,
 ) -> HttpResponse:
     """Serve one Anthropic Messages body (also the inner request of the OpenAI endpoints).
 
     `renderer` makes the stream's renderer (the OpenAI endpoints'; Anthropic SSE without);
-    `reasoning` shows native reasoning as thinking though the body asked for none (§12)."""
+    `reasoning` shows native reasoning as thinking though the body asked for none (§12);
+    `cache` splits the input into uncached, cache creation and cache read (None: as the
+    upstream reports it)."""
     try:
         refused = await _reserve(body, key, draft)
         if refused is not None:
@@ -361,6 +369,7 @@ async def serve_body(
             prefetched=prefetched,
             renderer=renderer,
             reasoning=reasoning,
+            cache=cache,
         )
     except asyncio.CancelledError:  # the client left, maybe before any record was written
         await record_interrupted(draft, started)
@@ -378,6 +387,7 @@ async def _serve_body(
     prefetched: dispatch.Prefetched | None = None,
     renderer: Callable[[TranslateOptions], Renderer] | None = None,
     reasoning: bool = False,
+    cache: CacheEstimate | None = None,
 ) -> HttpResponse:
     try:
         _validate_messages_body(body)
@@ -441,6 +451,7 @@ async def _serve_body(
         extract_thinking=config.extract_thinking,
         restore_tool_input=lambda name, value: restore_tool_call(name, value, tool_names)[1],
         reasoning=reasoning,
+        cache=cache,
     )
     gateway_request = dispatch.Request(
         key=key,

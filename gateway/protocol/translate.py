@@ -563,14 +563,23 @@ class Machine:
     def _usage(self) -> tuple[int, int, int, int]:
         """Return (input, output, cache_creation, cache_read) per spec 6.10 / kiro-ops 5.5."""
         usage = self._token_usage
-        if usage is not None:
-            return (
-                usage.uncached_input_tokens,
-                usage.output_tokens,
-                usage.cache_write_input_tokens,
-                usage.cache_read_input_tokens,
-            )
         opts = self._opts
+        if usage is not None:
+            if (
+                opts.cache is None
+                or usage.cache_read_input_tokens
+                or usage.cache_write_input_tokens
+            ):
+                return (
+                    usage.uncached_input_tokens,
+                    usage.output_tokens,
+                    usage.cache_write_input_tokens,
+                    usage.cache_read_input_tokens,
+                )
+            # Z uses the snapshot as-is; Kiro's says nothing of the cache (both zero), so the
+            # simulated cache splits its input total, as it splits an estimated one.
+            uncached, creation, read = opts.cache.split(usage.uncached_input_tokens)
+            return uncached, usage.output_tokens, creation, read
         pct = self._context_pct
         # spec 6.10: C = trunc(pct x window / 100) when a contextUsageEvent came, else E
         total = int(pct * opts.context_window / 100) if pct is not None else opts.input_tokens

@@ -94,6 +94,8 @@ def test_it_buckets_the_last_24_hours_by_hour(seeded: dict[str, Any]) -> None:
         "interrupted": 1,
         "input_tokens": 200,
         "output_tokens": 20,
+        "cache_creation_tokens": 0,
+        "cache_read_tokens": 0,
         "credits": 1.0,
     }
 
