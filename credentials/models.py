@@ -308,7 +308,11 @@ class GatewaySettings(models.Model):
     default_endpoint = models.CharField(
         max_length=8, choices=Endpoint.choices, default=Endpoint.IDE
     )
-    trace_enabled = models.BooleanField(default=True)
+    trace_enabled = models.BooleanField(
+        default=True,
+        help_text="Keep each request's chain of upstream attempts (Usage records → attempts). "
+        "Off: the usage record alone is written.",
+    )
     trace_retention_days = models.PositiveIntegerField(
         default=7, validators=[MinValueValidator(1), MaxValueValidator(365)]
     )

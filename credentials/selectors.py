@@ -73,6 +73,7 @@ class GatewayConfig:
     model_resolution: str = "fallback"  # or "strict" (protocol.catalogue)
     fallback_model: str = ""  # blank: the newest listed sonnet
     prompt_cache_metering: bool = True  # usage.prompt_cache
+    trace_enabled: bool = True  # off: usage records without their attempt rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +238,7 @@ def read_gateway_config() -> GatewayConfig:
         model_resolution=row.model_resolution,
         fallback_model=row.fallback_model.strip(),
         prompt_cache_metering=row.prompt_cache_metering,
+        trace_enabled=row.trace_enabled,
     )
 
 

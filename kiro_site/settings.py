@@ -192,6 +192,13 @@ STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else 
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("KIRO_MAX_BODY_BYTES", default=50 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
+# Inbound images over these limits are downscaled and re-encoded as JPEG (kiro.rs's variables
+# and defaults, checklist item 169); KIRO_RS_IMAGE_RESIZE=off sends every image unchanged.
+KIRO_IMAGE_RESIZE = env.bool("KIRO_RS_IMAGE_RESIZE", default=True)
+KIRO_IMAGE_MAX_BYTES = max(1024, env.int("KIRO_RS_IMAGE_MAX_BYTES", default=400_000))
+KIRO_IMAGE_MAX_LONG_SIDE = max(64, env.int("KIRO_RS_IMAGE_MAX_LONG_SIDE", default=1568))
+KIRO_IMAGE_JPEG_QUALITY = min(95, max(35, env.int("KIRO_RS_IMAGE_JPEG_QUALITY", default=85)))
+
 # Encryption at rest of tokens and secrets: comma-separated Fernet keys, newest first.
 # Empty means one key derived from SECRET_KEY (see credentials/crypto.py, README "Rotation").
 KIRO_ENCRYPTION_KEYS = env.list("KIRO_ENCRYPTION_KEYS", default=[])

@@ -65,6 +65,7 @@ class UsageDraft:
     reservation: Reservation | None = (
         None  # the key's limits; settled in gateway.api.accounting.write_usage
     )
+    trace: bool = True  # the trace_enabled setting: False writes no UpstreamAttempt rows
     # What the request already knows of its key, so that writing needs no look-up.
     key_name: str = ""
     key_is_system: bool = False
@@ -161,7 +162,7 @@ def usage_record_store(*, draft: UsageDraft) -> UsageRecord:
     }
     record = UsageRecord(pk=fastsql.insert(UsageRecord, values), **values)
     record._state.adding = False
-    if draft.attempts:
+    if draft.attempts and draft.trace:
         fastsql.insert_many(
             UpstreamAttempt,
             [

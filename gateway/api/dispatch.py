@@ -155,6 +155,7 @@ def _no_credential_error(candidates: list[Candidate], request: Request) -> Clien
 async def connect(request: Request) -> Connected:
     """Open an upstream stream for the request, failing over within the retry budget."""
     config, key = request.config, request.key
+    request.draft.trace = config.trace_enabled  # off: the record without its attempt rows
     model = request.model
     if request.prefetched is not None:
         candidates = request.prefetched.candidates

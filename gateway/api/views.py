@@ -30,6 +30,7 @@ from gateway.protocol.convert import (
     web_search_mode,
 )
 from gateway.protocol.errors import ClientError, ErrorType
+from gateway.protocol.images import ImageLimits
 from gateway.protocol.models import (
     ConversionError,
     resolve_model,
@@ -213,6 +214,16 @@ log = logging.getLogger(__name__)
 INVALID_KEY = errors.authentication("Invalid API key")
 TOO_LARGE = errors.too_large("The request body is too large.")
 INTERNAL_ERROR = errors.internal_error()
+
+
+def image_limits() -> ImageLimits:
+    """Return the image resize limits of the environment (KIRO_RS_IMAGE_*, README)."""
+    return ImageLimits(
+        resize=settings.KIRO_IMAGE_RESIZE,
+        max_long_side=settings.KIRO_IMAGE_MAX_LONG_SIDE,
+        max_base64_bytes=settings.KIRO_IMAGE_MAX_BYTES,
+        jpeg_quality=settings.KIRO_IMAGE_JPEG_QUALITY,
+    )
 
 
 # --- client key limits (credentials/limits.py) -------------------------------------------
@@ -401,6 +412,7 @@ async def _serve_body(
             )
         prefetched, listed = await resolution.resolvable(key, config, prefetched)
         options = ConvertOptions(
+            image_limits=image_limits(),
             custom_models=resolution.custom_models(config),
             catalogue=resolution.catalogue(config, listed),
             tool_mode=config.tool_compatibility_mode,
