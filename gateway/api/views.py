@@ -19,7 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 from credentials import limits, selectors
 from credentials.asyncdb import db
 from credentials.selectors import GatewayConfig, KeyIdentity
-from gateway.api import accounting, auth, dispatch, resolution, search
+from gateway.api import accounting, auth, dispatch, remote_count, resolution, search
 from gateway.api.responses import SSE_HEADERS, error_response
 from gateway.protocol import errors
 from gateway.protocol.body import parse_body
@@ -513,7 +513,8 @@ async def cc_messages(request: HttpRequest) -> HttpResponse:
 
 @csrf_exempt
 async def count_tokens(request: HttpRequest) -> HttpResponse:
-    """POST /v1/messages/count_tokens: a local estimate (spec §10)."""
+    """POST /v1/messages/count_tokens: the remote counter when configured, else a local
+    estimate (spec §10)."""
     key, config, draft, started = await authenticate(request, request.path)
     if key is None:
         return await _reject(draft, started, INVALID_KEY)
@@ -533,6 +534,9 @@ async def count_tokens(request: HttpRequest) -> HttpResponse:
         return await _reject(draft, started, _bad_request(str(exc)))
     except TooLarge:
         return await _reject(draft, started, TOO_LARGE)
+    remote = await remote_count.remote_count(body, config)
+    if remote is not None:
+        tokens = remote
     draft.model_requested = model
     draft.model_sent = resolved.upstream_id
     draft.input_tokens = tokens
