@@ -6,7 +6,7 @@ Run: .venv/bin/python bench/gateway.py [--db sqlite|postgres] [--servers daphne,
 
 Starts the fake Kiro upstream (`python -m gateway.fakekiro`) and, one after the other, the
 gateway under each ASGI server, each in its own process with a fresh database. The load client
-runs here, on asyncio with the gateway's own lean transport (`gateway.transport.build_client`).
+runs here, on asyncio with the gateway's own lean transport (`gateway.kiro.transport.build_client`).
 Every phase runs once with the client talking straight to the fake (the limit: no proxy at all)
 and once through each server:
 
@@ -60,8 +60,8 @@ import httpx  # noqa: E402
 
 from gateway.fakekiro.client import FakeKiroClient  # noqa: E402
 from gateway.fakekiro.script import Script, split_text  # noqa: E402
+from gateway.kiro.transport import build_client  # noqa: E402
 from gateway.protocol.eventstream import EventStreamDecoder, Message  # noqa: E402
-from gateway.transport import build_client  # noqa: E402
 
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -1095,7 +1095,7 @@ def main(argv: list[str] | None = None) -> int:
             + ("  << NOISY: figures are skewed" if foreign > 0.05 else ""),
             f"daphne {version('daphne')} (Twisted {version('twisted')}, asyncio reactor); "
             f"uvicorn {version('uvicorn')} ({uvicorn_impl()})",
-            f"client: asyncio + gateway.transport (httptools {version('httptools')}), "
+            f"client: asyncio + gateway.kiro.transport (httptools {version('httptools')}), "
             f"in this process; fake: h11 server, own process, one write per frame, "
             f"strict request validation OFF during measurements (saves fake CPU)",
             "request validated once with strict validation ON: "

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
-from gateway.transport import build_client
+from gateway.kiro.transport import build_client
 
 CHUNK = b"data: " + b"x" * 92 + b"\n\n"  # 100 bytes, an SSE-sized event
 FRAME = b"%x\r\n%b\r\n" % (len(CHUNK), CHUNK)

@@ -28,11 +28,11 @@ from credentials.asyncdb import db
 from credentials.models import Credential, ProxyEntry
 from credentials.selectors import CredentialAccess, GatewayConfig
 from gateway import profiles, tokens, upstream
+from gateway.kiro.transport import build_client
 from gateway.protocol.balance import Balance, parse_usage_limits
 from gateway.protocol.convert import ConvertOptions, convert_request, encode_body, for_endpoint
 from gateway.protocol.events import AssistantResponse, Metering, UpstreamError, parse_message
 from gateway.protocol.eventstream import EventStreamDecoder, Message
-from gateway.transport import build_client
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

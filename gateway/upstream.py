@@ -22,7 +22,7 @@ import httpx
 from django.conf import settings
 
 from credentials.selectors import CredentialAccess, GatewayConfig
-from gateway.transport import LeanClient, build_client
+from gateway.kiro.transport import LeanClient, build_client
 
 CHAT_TIMEOUT = httpx.Timeout(connect=15.0, read=300.0, write=60.0, pool=30.0)
 REST_TIMEOUT = httpx.Timeout(connect=15.0, read=60.0, write=60.0, pool=30.0)

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.transport import LeanTransport, build_client
+from gateway.kiro.transport import LeanTransport, build_client
 
 pytestmark = pytest.mark.timeout(30)
 
