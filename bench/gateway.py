@@ -245,7 +245,7 @@ django.setup()
 from django.utils import timezone
 from credentials import selectors, services
 from credentials.models import Credential, GatewaySettings
-from gateway import upstream
+from gateway.kiro import client as kiro_client
 from gateway.protocol.convert import ConvertOptions, convert_request, encode_body
 from gateway.api.resolution import custom_models
 
@@ -267,7 +267,7 @@ conversion = convert_request(
         endpoint=config.default_endpoint,
     ),
 )
-request = upstream.generate_request(
+request = kiro_client.generate_request(
     access, access.access_token, encode_body(conversion.kiro_body), config
 )
 print(json.dumps({

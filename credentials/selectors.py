@@ -13,12 +13,15 @@ from datetime import datetime
 from django.conf import settings
 from django.db import transaction
 
-from credentials.models import AuthMethod, ClientKey, Credential, CredentialGroup, GatewaySettings
+from credentials.models import ClientKey, Credential, CredentialGroup, GatewaySettings
 from credentials.pool import Candidate
+from gateway.kiro.types import (  # noqa: F401 (re-exported: the credential snapshot)
+    BUILDER_ID_PLACEHOLDER_ARN,
+    SOCIAL_PROFILE_ARN,
+    CredentialAccess,
+)
 from kiro_site import fastsql
 
-SOCIAL_PROFILE_ARN = "arn:aws:codewhisperer:us-east-1:699475941385:profile/EHGA3GRVQMUK"
-BUILDER_ID_PLACEHOLDER_ARN = "arn:aws:codewhisperer:us-east-1:638616132270:profile/AAAACCCCXXXX"
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _UUID = re.compile(
     r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
@@ -74,48 +77,6 @@ class GatewayConfig:
     fallback_model: str = ""  # blank: the newest listed sonnet
     prompt_cache_metering: bool = True  # usage.prompt_cache
     trace_enabled: bool = True  # off: usage records without their attempt rows
-
-
-@dataclass(frozen=True, slots=True)
-class CredentialAccess:
-    """What it takes to call Kiro as one credential (secrets decrypted, in memory only)."""
-
-    id: int
-    auth_method: str
-    provider: str
-    refresh_token: str
-    access_token: str
-    expires_at: datetime | None
-    token_version: int
-    client_id: str
-    client_secret: str
-    kiro_api_key: str
-    token_endpoint: str
-    scopes: str
-    auth_region: str
-    api_region: str
-    machine_id: str
-    profile_arn: str
-    endpoint: str
-    proxy_url: str
-    proxy_username: str
-    proxy_password: str
-    models_checked_at: datetime | None = None
-
-    @property
-    def is_api_key(self) -> bool:
-        return self.auth_method == AuthMethod.API_KEY
-
-    @property
-    def streaming_profile_arn(self) -> str | None:
-        """Return the ARN sent on chat calls (spec kiro-protocol §1.2, Z)."""
-        if self.is_api_key:
-            return None
-        if self.profile_arn:
-            return self.profile_arn
-        if self.auth_method == AuthMethod.SOCIAL or self.provider.lower() in ("github", "google"):
-            return SOCIAL_PROFILE_ARN
-        return BUILDER_ID_PLACEHOLDER_ARN
 
 
 def normalise_machine_id(value: str) -> str | None:

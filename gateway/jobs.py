@@ -22,7 +22,8 @@ from django.utils import timezone
 from credentials import services
 from credentials.asyncdb import db
 from credentials.models import Credential, GatewaySettings
-from gateway import operations, upstream
+from gateway import operations
+from gateway.kiro import client as kiro_client
 from usage import jsonl
 from usage.models import UpstreamAttempt, UsageRecord
 
@@ -160,7 +161,7 @@ async def run_forever(stop: asyncio.Event, holder: str | None = None) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=TICK_SECONDS)
     finally:
-        await upstream.close_clients()
+        await kiro_client.close_clients()
         log.info("background jobs stopped")
 
 
@@ -169,7 +170,7 @@ async def run_once(holder: str | None = None) -> dict[str, str]:
     try:
         return await run_due(holder or holder_id())
     finally:
-        await upstream.close_clients()
+        await kiro_client.close_clients()
 
 
 SHUTDOWN_GRACE_SECONDS = 10.0

@@ -10,7 +10,7 @@ Sessions hold secrets (client secret, device code, PKCE verifier): they live in 
 cache, encrypted like the credential columns, with the flow's lifetime as TTL, and are bound
 to the staff user who started them. Nothing secret is logged or returned to a page.
 
-The HTTP calls are `gateway.upstream`'s login functions (its pooled clients, proxy and TLS
+The HTTP calls are `gateway.kiro.client`'s login functions (its pooled clients, proxy and TLS
 trust settings); they run from the sync admin through `operations.run_sync`.
 """
 
@@ -37,7 +37,9 @@ from django.utils.dateparse import parse_datetime
 
 from credentials import crypto, selectors, services
 from credentials.asyncdb import db
-from gateway import operations, upstream
+from gateway import operations
+from gateway.kiro import auth as kiro_auth
+from gateway.kiro import client as kiro_client
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +134,7 @@ def page(*, sid: str, user_id: int) -> LoginPage | None:
     )
 
 
-# --- HTTP (the requests themselves are built and sent by gateway.upstream) -------------------
+# --- HTTP (the requests themselves are built and sent by gateway.kiro.client) -------------------
 
 
 async def _send(
@@ -149,9 +151,9 @@ async def _send(
     if credential_id is not None:
         access = await db(selectors.credential_access, credential_id=credential_id, config=config)
     if proxy_url:
-        proxy = None if proxy_url.lower() == "direct" else upstream.Proxy(proxy_url)
+        proxy = None if proxy_url.lower() == "direct" else kiro_client.Proxy(proxy_url)
     else:
-        proxy = upstream.effective_proxy(access, config)  # credential's, else the global one
+        proxy = kiro_client.effective_proxy(access, config)  # credential's, else the global one
     try:
         response = await call(proxy=proxy, tls_backend=config.tls_backend, **fields)
     except httpx.HTTPError as exc:
@@ -165,7 +167,7 @@ async def _send(
 def _post(
     session: dict[str, Any], call: Callable[..., Awaitable[Any]], base: str, **fields: Any
 ) -> tuple[int, Any]:
-    """Run one `gateway.upstream` login call from sync code on a private loop (the admin is
+    """Run one `gateway.kiro.client` login call from sync code on a private loop (the admin is
     sync); `base` is the base URL it talks to, named when it is unreachable."""
     return operations.run_sync(
         _send,
@@ -213,7 +215,7 @@ def idc_start(
     """Register an OIDC client and open a device authorization; return the page to show."""
     start_url = start_url.strip() or BUILDER_ID_START_URL
     region = region.strip() or DEFAULT_REGION
-    base = upstream.idc_auth_base(region)
+    base = kiro_client.idc_auth_base(region)
     session: dict[str, Any] = {
         "kind": "idc",
         "user_id": user_id,
@@ -226,14 +228,14 @@ def idc_start(
         "provider": provider_for(start_url),
     }
     status, body = _post(
-        session, upstream.register_client, base, region=region, issuer_url=start_url
+        session, kiro_auth.register_client, base, region=region, issuer_url=start_url
     )
     if status != 200 or not isinstance(body, dict) or not body.get("clientId"):
         raise LoginError(f"client registration failed: {_described(status, body)}")
     session["client_id"], session["client_secret"] = body["clientId"], body.get("clientSecret")
     status, body = _post(
         session,
-        upstream.device_authorization,
+        kiro_auth.device_authorization,
         base,
         region=region,
         client_id=session["client_id"],
@@ -279,8 +281,8 @@ def _idc_poll_once(sid: str, session: dict[str, Any]) -> LoginResult:
     try:
         status, body = _post(
             session,
-            upstream.device_token,
-            upstream.idc_auth_base(session["region"]),
+            kiro_auth.device_token,
+            kiro_client.idc_auth_base(session["region"]),
             region=session["region"],
             client_id=session["client_id"],
             client_secret=session["client_secret"],
@@ -413,8 +415,8 @@ def social_complete(*, sid: str, user_id: int, redirect_url: str) -> LoginResult
     try:
         status, body = _post(
             session,
-            upstream.social_code_exchange,
-            upstream.social_auth_base(SOCIAL_AUTH_REGION),
+            kiro_auth.social_code_exchange,
+            kiro_client.social_auth_base(SOCIAL_AUTH_REGION),
             region=SOCIAL_AUTH_REGION,
             code=found["code"],
             code_verifier=session["verifier"],

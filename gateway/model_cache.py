@@ -24,8 +24,10 @@ from django.utils import timezone
 from credentials import selectors, services
 from credentials.asyncdb import db
 from credentials.pool import Candidate, listed_models, unknown_lists
-from credentials.selectors import CredentialAccess, GatewayConfig
-from gateway import tokens, upstream
+from credentials.selectors import GatewayConfig
+from gateway import tokens
+from gateway.kiro import client as kiro_client
+from gateway.kiro.types import CredentialAccess
 from gateway.protocol.catalogue import BUILTIN_KIRO_IDS
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ async def refresh(access: CredentialAccess, config: GatewayConfig) -> list[str] 
     """Fetch and store one credential's model list; None (list kept) when that fails."""
     try:
         access = await tokens.ensure_token(access, config)  # a cold fetch may come first
-        response = await upstream.get_rest(
+        response = await kiro_client.get_rest(
             access, tokens.bearer(access), config, "/ListAvailableModels?origin=AI_EDITOR"
         )
     except tokens.TokenError as exc:

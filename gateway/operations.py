@@ -26,9 +26,10 @@ from django.utils import timezone
 from credentials import selectors, services
 from credentials.asyncdb import db
 from credentials.models import Credential, ProxyEntry
-from credentials.selectors import CredentialAccess, GatewayConfig
-from gateway import profiles, tokens, upstream
-from gateway.kiro.transport import build_client
+from credentials.selectors import GatewayConfig
+from gateway import profiles, tokens
+from gateway.kiro import client as kiro_client
+from gateway.kiro.types import BUILDER_ID_PLACEHOLDER_ARN, CredentialAccess
 from gateway.protocol.balance import Balance, parse_usage_limits
 from gateway.protocol.convert import ConvertOptions, convert_request, encode_body, for_endpoint
 from gateway.protocol.events import AssistantResponse, Metering, UpstreamError, parse_message
@@ -112,7 +113,7 @@ def run_sync(fn: Callable[..., Awaitable[T]], /, **kwargs: Any) -> T:
         try:
             return await fn(**kwargs)
         finally:
-            await upstream.close_clients()
+            await kiro_client.close_clients()
 
     with ThreadPoolExecutor(max_workers=1) as executor:
         return executor.submit(asyncio.run, isolated()).result()
@@ -139,7 +140,7 @@ async def _rest(ctx: _Context, path: str) -> httpx.Response:
     await _token(ctx)
     for attempt in range(2):
         try:
-            response = await upstream.get_rest(
+            response = await kiro_client.get_rest(
                 ctx.access, tokens.bearer(ctx.access), ctx.config, path
             )
         except httpx.HTTPError as exc:
@@ -234,7 +235,7 @@ async def set_overage(*, credential_id: int, enabled: bool) -> str:
     status = "ENABLED" if enabled else "DISABLED"
     body: dict[str, Any] = {"overageConfiguration": {"overageStatus": status}}
     arn = ctx.access.profile_arn
-    if arn and arn != selectors.BUILDER_ID_PLACEHOLDER_ARN:
+    if arn and arn != BUILDER_ID_PLACEHOLDER_ARN:
         body["profileArn"] = arn  # spec §1.6: only a real ARN
     response = await _post_preference(ctx, json.dumps(body).encode())
     if not 200 <= response.status_code < 300:
@@ -277,7 +278,7 @@ async def enable_overage_all(*, credential_ids: Iterable[int]) -> list[OverageOu
 async def _post_preference(ctx: _Context, body: bytes) -> httpx.Response:
     """POST setUserPreference through the upstream module (spec §1.6)."""
     try:
-        return await upstream.post_rest(
+        return await kiro_client.post_rest(
             ctx.access, tokens.bearer(ctx.access), ctx.config, "/setUserPreference", body
         )
     except httpx.HTTPError as exc:
@@ -377,7 +378,7 @@ async def test_model(*, credential_id: int, model: str) -> ModelTestResult:
                 failure = f"{event.code}: {event.message}"
 
     try:
-        async with upstream.open_stream(access, tokens.bearer(access), body, ctx.config) as resp:
+        async with kiro_client.open_stream(access, tokens.bearer(access), body, ctx.config) as resp:
             if not 200 <= resp.status_code < 300:
                 raw = (await resp.aread()).decode("utf-8", errors="replace")
                 return result(False, error=f"upstream answered {resp.status_code}: {raw[:300]}")
@@ -405,27 +406,7 @@ def probe_url() -> str:
 
 async def probe(url: str) -> tuple[bool, int | None, str]:
     """GET the probe URL through one proxy; 2xx/3xx is healthy. Return (ok, ms, detail)."""
-    started = time.monotonic()
-    try:
-        client = build_client(
-            verify=upstream.ssl_context("rustls"),
-            timeout=httpx.Timeout(PROXY_TIMEOUT),
-            proxy=url,
-            max_connections=2,
-        )
-    except ValueError as exc:  # a scheme the transport cannot speak (socks4)
-        return False, None, str(exc)
-    try:
-        async with asyncio.timeout(PROXY_TIMEOUT):
-            response = await client.get(probe_url(), headers={"Connection": "close"})
-    except (httpx.HTTPError, TimeoutError, OSError) as exc:
-        return False, None, f"{exc.__class__.__name__}: {exc}"[:300]
-    finally:
-        await client.aclose()
-    elapsed = int((time.monotonic() - started) * 1000)
-    if 200 <= response.status_code < 400:
-        return True, elapsed, f"HTTP {response.status_code} in {elapsed} ms"
-    return False, None, f"HTTP {response.status_code}"
+    return await kiro_client.probe_proxy(url, probe_url(), seconds=PROXY_TIMEOUT)
 
 
 def _proxy_urls(proxy_ids: list[int] | None) -> list[tuple[int, str]]:

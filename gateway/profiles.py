@@ -16,8 +16,10 @@ import httpx
 
 from credentials import services
 from credentials.asyncdb import db
-from credentials.selectors import BUILDER_ID_PLACEHOLDER_ARN, CredentialAccess, GatewayConfig
-from gateway import tokens, upstream
+from credentials.selectors import GatewayConfig
+from gateway import tokens
+from gateway.kiro import client as kiro_client
+from gateway.kiro.types import BUILDER_ID_PLACEHOLDER_ARN, CredentialAccess
 from gateway.protocol.classify import parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ async def resolve(access: CredentialAccess, config: GatewayConfig) -> Credential
     if not needs_lookup(access):
         return access
     try:
-        responses = await upstream.list_profiles(access, tokens.bearer(access), config)
+        responses = await kiro_client.list_profiles(access, tokens.bearer(access), config)
     except httpx.HTTPError as exc:
         log.warning("profile lookup for credential %s failed: %s", access.id, exc)
         return access  # spec §8.9: network errors retry on a later request

@@ -22,8 +22,9 @@ from django.utils import timezone
 
 from credentials import kiro_files, selectors, services
 from credentials.asyncdb import db
-from credentials.selectors import CredentialAccess, GatewayConfig
-from gateway import upstream
+from credentials.selectors import GatewayConfig
+from gateway.kiro import auth as kiro_auth
+from gateway.kiro.types import CredentialAccess
 from gateway.protocol.classify import parse_retry_after
 from usage import metrics
 
@@ -141,7 +142,7 @@ async def _do_refresh(
         await _failed(access, invalid_grant=False)
         raise TokenError(problem)
     try:
-        response = await upstream.refresh_request(access, config)
+        response = await kiro_auth.refresh_request(access, config)
     except httpx.HTTPError as exc:
         metrics.observe_refresh("failure")
         await _failed(access, invalid_grant=False)

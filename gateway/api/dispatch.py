@@ -24,9 +24,11 @@ from django.utils import timezone
 from credentials import selectors, services
 from credentials.asyncdb import db
 from credentials.pool import Candidate, choose, is_in_scope, self_heal_targets
-from credentials.selectors import CredentialAccess, GatewayConfig, KeyIdentity
-from gateway import model_cache, profiles, tokens, upstream
+from credentials.selectors import GatewayConfig, KeyIdentity
+from gateway import model_cache, profiles, tokens
 from gateway.api import accounting
+from gateway.kiro import client as kiro_client
+from gateway.kiro.types import CredentialAccess
 from gateway.protocol import classify, errors
 from gateway.protocol.classify import Action, Outcome
 from gateway.protocol.convert import encode_body, for_endpoint
@@ -283,12 +285,12 @@ async def _attempt(
     stack = contextlib.AsyncExitStack()
     try:
         if request.mcp_body is not None:
-            response = await upstream.call_mcp(
+            response = await kiro_client.call_mcp(
                 access, tokens.bearer(access), request.mcp_body, config
             )
         else:
             response = await stack.enter_async_context(
-                upstream.open_stream(
+                kiro_client.open_stream(
                     access, tokens.bearer(access), request.body_for(access), config
                 )
             )

@@ -147,10 +147,10 @@ def test_invalid_grant_after_a_rotation_elsewhere_adopts_the_new_token(gateway, 
 
     from credentials import services
     from credentials.asyncdb import db
-    from gateway import upstream
+    from gateway.kiro import auth as kiro_auth
 
     credential, _ = gateway.add_credential(rotate_refresh_token=True)
-    real = upstream.refresh_request
+    real = kiro_auth.refresh_request
     rotated = []
 
     async def another_process_rotates_first(access, config):
@@ -175,7 +175,7 @@ def test_invalid_grant_after_a_rotation_elsewhere_adopts_the_new_token(gateway, 
             )
         return await real(access, config)
 
-    monkeypatch.setattr(upstream, "refresh_request", another_process_rotates_first)
+    monkeypatch.setattr(kiro_auth, "refresh_request", another_process_rotates_first)
 
     response = httpx.post(
         gateway.base_url + "/v1/messages", json=BODY, timeout=30, headers={"x-api-key": gateway.key}

@@ -13,8 +13,9 @@ import pytest
 import truststore
 
 from credentials.models import Credential, GatewaySettings
-from credentials.selectors import BUILDER_ID_PLACEHOLDER_ARN
-from gateway import profiles, upstream
+from gateway import profiles
+from gateway.kiro import client as kiro_client
+from gateway.kiro.types import BUILDER_ID_PLACEHOLDER_ARN
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -175,7 +176,7 @@ def test_the_global_proxy_applies_at_once_and_direct_bypasses_it(gateway):
 
 
 def test_tls_backends_pick_their_trust_stores():
-    assert isinstance(upstream.ssl_context("native-tls"), truststore.SSLContext)
-    rustls = upstream.ssl_context("rustls")
+    assert isinstance(kiro_client.ssl_context("native-tls"), truststore.SSLContext)
+    rustls = kiro_client.ssl_context("rustls")
     assert isinstance(rustls, ssl.SSLContext) and not isinstance(rustls, truststore.SSLContext)
     assert rustls.verify_mode == ssl.CERT_REQUIRED

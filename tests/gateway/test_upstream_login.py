@@ -1,4 +1,4 @@
-"""The admin login flows' wire calls in `gateway.upstream`, against the fake upstream: IdC
+"""The admin login flows' wire calls in `gateway.kiro.client`, against the fake upstream: IdC
 device code (register, authorize, token) and the Social code exchange (spec kiro-ops §8.4).
 """
 
@@ -10,7 +10,8 @@ import logging
 import httpx
 import pytest
 
-from gateway import upstream
+from gateway.kiro import auth as kiro_auth
+from gateway.kiro import client as kiro_client
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 DIRECT = {"proxy": None, "tls_backend": "rustls"}
@@ -22,11 +23,11 @@ async def fake(fake_kiro, settings):
     for name in ("KIRO_SOCIAL_AUTH_BASE_URL", "KIRO_IDC_AUTH_BASE_URL"):
         setattr(settings, name, fake_kiro.base_url)
     yield fake_kiro
-    await upstream.close_clients()
+    await kiro_client.close_clients()
 
 
 async def test_register_and_device_authorization_open_a_device_login(fake):
-    registered = await upstream.register_client(
+    registered = await kiro_auth.register_client(
         "eu-west-1", issuer_url="https://d-1.awsapps.com/start", **DIRECT
     )
 
@@ -37,13 +38,13 @@ async def test_register_and_device_authorization_open_a_device_login(fake):
     assert register.json == {
         "clientName": "kiro-rs",
         "clientType": "public",
-        "scopes": upstream.OIDC_SCOPES,
+        "scopes": kiro_auth.OIDC_SCOPES,
         "grantTypes": [DEVICE_GRANT, "refresh_token"],
         "issuerUrl": "https://d-1.awsapps.com/start",
     }
     assert register.header("user-agent").endswith("api/sso-oidc#3.980.0 m/E KiroIDE")
 
-    authorized = await upstream.device_authorization(
+    authorized = await kiro_auth.device_authorization(
         "eu-west-1",
         client_id=client["clientId"],
         client_secret=client["clientSecret"],
@@ -63,17 +64,17 @@ async def test_register_and_device_authorization_open_a_device_login(fake):
 
 async def test_device_token_polls_with_the_device_grant_and_logs_no_secret(fake, caplog):
     caplog.set_level(logging.DEBUG)
-    client = (await upstream.register_client("us-east-1", issuer_url="x", **DIRECT)).json()
+    client = (await kiro_auth.register_client("us-east-1", issuer_url="x", **DIRECT)).json()
     fields = {"client_id": client["clientId"], "client_secret": client["clientSecret"]}
     device = (
-        await upstream.device_authorization("us-east-1", start_url="x", **fields, **DIRECT)
+        await kiro_auth.device_authorization("us-east-1", start_url="x", **fields, **DIRECT)
     ).json()
 
-    pending = await upstream.device_token(
+    pending = await kiro_auth.device_token(
         "us-east-1", device_code=device["deviceCode"], **fields, **DIRECT
     )
     fake.approve_device(device["userCode"])
-    done = await upstream.device_token(
+    done = await kiro_auth.device_token(
         "us-east-1", device_code=device["deviceCode"], **fields, **DIRECT
     )
 
@@ -95,7 +96,7 @@ async def test_device_token_polls_with_the_device_grant_and_logs_no_secret(fake,
 
 async def test_social_code_exchange_posts_code_and_verifier_to_the_portal(fake, caplog):
     caplog.set_level(logging.DEBUG)
-    answer = await upstream.social_code_exchange(
+    answer = await kiro_auth.social_code_exchange(
         "us-east-1",
         code="c0de",
         code_verifier="v" * 43,
@@ -129,6 +130,6 @@ async def test_an_unreachable_auth_host_raises_an_httpx_error(fresh_fake_kiro, s
     fresh_fake_kiro.stop()  # the port is now closed
     try:
         with pytest.raises(httpx.HTTPError):  # gateway.login turns this into a LoginError
-            await upstream.register_client("us-east-1", issuer_url="x", **DIRECT)
+            await kiro_auth.register_client("us-east-1", issuer_url="x", **DIRECT)
     finally:
-        await upstream.close_clients()
+        await kiro_client.close_clients()

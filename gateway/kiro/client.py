@@ -1,8 +1,10 @@
-"""The only module that speaks HTTP to Kiro (spec kiro-protocol §1, §8, §11.3).
+"""The Kiro client's calls (spec kiro-protocol §1, §8, §11.3): generate and MCP, the REST
+calls, token refresh, profiles and the login grants.
 
 Pooled `httpx.AsyncClient`s per event loop, effective proxy and TLS backend, created lazily.
-Base URLs come from settings with a `{region}` template (read at call time), so tests and
-demos point them at the fake upstream.
+No Django: the caller passes a `CredentialAccess` and a `KiroConfig`; the base URLs (with a
+`{region}` template) come from the provider `use_base_urls` installs (credentials.apps reads
+the KIRO_*_BASE_URL settings at call time, so tests point them at the fake upstream).
 """
 
 from __future__ import annotations
@@ -10,19 +12,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import certifi
 import httpx
-from django.conf import settings
 
-from credentials.selectors import CredentialAccess, GatewayConfig
 from gateway.kiro.transport import LeanClient, build_client
+from gateway.kiro.types import CredentialAccess, KiroConfig
 
 CHAT_TIMEOUT = httpx.Timeout(connect=15.0, read=300.0, write=60.0, pool=30.0)
 REST_TIMEOUT = httpx.Timeout(connect=15.0, read=60.0, write=60.0, pool=30.0)
@@ -43,7 +45,7 @@ class Proxy:
     password: str = ""
 
 
-def effective_proxy(access: CredentialAccess | None, config: GatewayConfig) -> Proxy | None:
+def effective_proxy(access: CredentialAccess | None, config: KiroConfig) -> Proxy | None:
     """Credential proxy, then global, then none; 'direct' bypasses the global one (§7)."""
     if access is not None and access.proxy_url:
         if access.proxy_url.strip().lower() == "direct":
@@ -123,16 +125,35 @@ async def close_clients() -> None:
 # --- URLs and headers ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class BaseUrls:
+    """Where Kiro and its token services live; `{region}` is filled per credential."""
+
+    api: str = "https://q.{region}.amazonaws.com"
+    social_auth: str = "https://prod.{region}.auth.desktop.kiro.dev"
+    idc_auth: str = "https://oidc.{region}.amazonaws.com"
+
+
+_base_urls: Callable[[], BaseUrls] = BaseUrls
+
+
+def use_base_urls(provider: Callable[[], BaseUrls]) -> None:
+    """Install where the base URLs come from (credentials.apps: the KIRO_*_BASE_URL settings,
+    read on every call, so that tests can point them at the fake upstream)."""
+    global _base_urls
+    _base_urls = provider
+
+
 def api_base(region: str) -> str:
-    return settings.KIRO_API_BASE_URL.format(region=region).rstrip("/")
+    return _base_urls().api.format(region=region).rstrip("/")
 
 
 def social_auth_base(region: str) -> str:
-    return settings.KIRO_SOCIAL_AUTH_BASE_URL.format(region=region).rstrip("/")
+    return _base_urls().social_auth.format(region=region).rstrip("/")
 
 
 def idc_auth_base(region: str) -> str:
-    return settings.KIRO_IDC_AUTH_BASE_URL.format(region=region).rstrip("/")
+    return _base_urls().idc_auth.format(region=region).rstrip("/")
 
 
 def rest_region(auth_region: str) -> str:
@@ -140,7 +161,7 @@ def rest_region(auth_region: str) -> str:
     return "eu-central-1" if auth_region.startswith("eu-") else "us-east-1"
 
 
-def _host(url: str) -> str:
+def host_of(url: str) -> str:
     return urlsplit(url).netloc
 
 
@@ -154,7 +175,7 @@ def _auth_headers(access: CredentialAccess, token: str) -> dict[str, str]:
 
 
 def _ide_agent(
-    config: GatewayConfig, machine_id: str, version: str, sdk: str, api: str, mode: str
+    config: KiroConfig, machine_id: str, version: str, sdk: str, api: str, mode: str
 ) -> tuple[str, str]:
     tail = f"KiroIDE-{version}-{machine_id}"
     return (
@@ -165,7 +186,7 @@ def _ide_agent(
 
 
 def generate_request(
-    access: CredentialAccess, token: str, body: bytes, config: GatewayConfig
+    access: CredentialAccess, token: str, body: bytes, config: KiroConfig
 ) -> httpx.Request:
     """Build a generateAssistantResponse request for the credential's endpoint (§1.2/§1.3)."""
     base = api_base(access.api_region)
@@ -196,7 +217,7 @@ def generate_request(
         }
     headers.update(
         {
-            "host": _host(url),
+            "host": host_of(url),
             "amz-sdk-invocation-id": str(uuid.uuid4()),
             "amz-sdk-request": "attempt=1; max=3",
             **_auth_headers(access, token),
@@ -210,7 +231,7 @@ _CHAT_EXTENSIONS = {"timeout": CHAT_TIMEOUT.as_dict()}
 
 @asynccontextmanager
 async def open_stream(
-    access: CredentialAccess, token: str, body: bytes, config: GatewayConfig
+    access: CredentialAccess, token: str, body: bytes, config: KiroConfig
 ) -> AsyncIterator[httpx.Response]:
     """Send a chat request and yield the streaming response; always closed afterwards."""
     client = client_for(effective_proxy(access, config), config.tls_backend)
@@ -223,7 +244,7 @@ async def open_stream(
 
 
 async def call_mcp(
-    access: CredentialAccess, token: str, body: bytes, config: GatewayConfig
+    access: CredentialAccess, token: str, body: bytes, config: KiroConfig
 ) -> httpx.Response:
     """POST a JSON-RPC web_search call to /mcp (spec §1.4, §11.3)."""
     url = api_base(access.api_region) + "/mcp"
@@ -236,7 +257,7 @@ async def call_mcp(
         else "application/json",
         "x-amz-user-agent": amz_agent,
         "user-agent": user_agent,
-        "host": _host(url),
+        "host": host_of(url),
         "amz-sdk-invocation-id": str(uuid.uuid4()),
         "amz-sdk-request": "attempt=1; max=3",
         **_auth_headers(access, token),
@@ -249,7 +270,7 @@ async def call_mcp(
 
 
 def _rest_headers(
-    access: CredentialAccess, token: str, config: GatewayConfig, url: str
+    access: CredentialAccess, token: str, config: KiroConfig, url: str
 ) -> dict[str, str]:
     amz_agent, user_agent = _ide_agent(
         config, access.machine_id, REST_KIRO_VERSION, REST_SDK, "codewhispererruntime", "N,E"
@@ -257,7 +278,7 @@ def _rest_headers(
     return {
         "x-amz-user-agent": amz_agent,
         "user-agent": user_agent,
-        "host": _host(url),
+        "host": host_of(url),
         "amz-sdk-invocation-id": str(uuid.uuid4()),
         "amz-sdk-request": "attempt=1; max=1",
         **_auth_headers(access, token),
@@ -265,7 +286,7 @@ def _rest_headers(
 
 
 async def get_rest(
-    access: CredentialAccess, token: str, config: GatewayConfig, path: str
+    access: CredentialAccess, token: str, config: KiroConfig, path: str
 ) -> httpx.Response:
     """GET a Z REST call (getUsageLimits, ListAvailableModels) with 403 fallback (§1.6)."""
     primary = rest_region(access.auth_region)
@@ -283,7 +304,7 @@ async def get_rest(
 
 
 async def post_rest(
-    access: CredentialAccess, token: str, config: GatewayConfig, path: str, body: bytes
+    access: CredentialAccess, token: str, config: KiroConfig, path: str, body: bytes
 ) -> httpx.Response:
     """POST a JSON REST call (setUserPreference) with the 403 region fallback (§1.6)."""
     primary = rest_region(access.auth_region)
@@ -300,58 +321,8 @@ async def post_rest(
     return response
 
 
-# --- token refresh (spec §8.3–§8.5) ---------------------------------------------------------
-
-
-async def refresh_request(access: CredentialAccess, config: GatewayConfig) -> httpx.Response:
-    """POST the refresh grant for the credential's auth kind and return the raw answer."""
-    client = client_for(effective_proxy(access, config), config.tls_backend)
-    if access.auth_method == "external_idp":
-        form = {
-            "client_id": access.client_id,
-            "grant_type": "refresh_token",
-            "refresh_token": access.refresh_token,
-        }
-        if access.scopes:
-            form["scope"] = access.scopes
-        return await client.post(
-            access.token_endpoint,
-            data=form,
-            headers={"Accept": "application/json"},
-            timeout=REST_TIMEOUT,
-        )
-    if access.auth_method == "idc":
-        url = idc_auth_base(access.auth_region) + "/token"
-        headers = {
-            "content-type": "application/json",
-            "x-amz-user-agent": "aws-sdk-js/3.980.0 KiroIDE",
-            "user-agent": f"aws-sdk-js/3.980.0 ua/2.1 os/{config.system_version} lang/js "
-            f"md/nodejs#{config.node_version} api/sso-oidc#3.980.0 m/E KiroIDE",
-            "host": _host(url),
-            "amz-sdk-invocation-id": str(uuid.uuid4()),
-            "amz-sdk-request": "attempt=1; max=4",
-        }
-        payload = {
-            "clientId": access.client_id,
-            "clientSecret": access.client_secret,
-            "refreshToken": access.refresh_token,
-            "grantType": "refresh_token",
-        }
-        return await client.post(url, json=payload, headers=headers, timeout=REST_TIMEOUT)
-    url = social_auth_base(access.auth_region) + "/refreshToken"
-    headers = {
-        "Accept": "application/json, text/plain, */*",
-        "Content-Type": "application/json",
-        "User-Agent": f"KiroIDE-{config.kiro_version}-{access.machine_id}",
-        "host": _host(url),
-    }
-    return await client.post(
-        url, json={"refreshToken": access.refresh_token}, headers=headers, timeout=REST_TIMEOUT
-    )
-
-
 async def list_profiles(
-    access: CredentialAccess, token: str, config: GatewayConfig
+    access: CredentialAccess, token: str, config: KiroConfig
 ) -> list[httpx.Response]:
     """Ask ListAvailableProfiles in the primary REST region, then the other (spec §1.6).
 
@@ -377,108 +348,33 @@ async def list_profiles(
     return answers
 
 
-# --- admin login flows (spec kiro-ops §8.4) ---------------------------------------------------
-#
-# The wire side of `gateway.login`: IdC / Builder ID device-code login (SSO-OIDC RegisterClient,
-# StartDeviceAuthorization, CreateToken) and the Social PKCE code exchange. Each returns the raw
-# answer; sessions, polling and error wording stay in `gateway.login`. The caller passes the
-# proxy (a session's own, else the effective one) and the TLS backend.
-
-DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-OIDC_SCOPES = [
-    "codewhisperer:completions",
-    "codewhisperer:analysis",
-    "codewhisperer:conversations",
-    "codewhisperer:transformations",
-    "codewhisperer:taskassist",
-]
-_LOGIN_OIDC_HEADERS = {
-    "content-type": "application/json",
-    "x-amz-user-agent": "aws-sdk-js/3.980.0 KiroIDE",
-    "user-agent": "aws-sdk-js/3.980.0 ua/2.1 api/sso-oidc#3.980.0 m/E KiroIDE",
-}
-_LOGIN_PORTAL_HEADERS = {
-    "content-type": "application/json",
-    "accept": "application/json, text/plain, */*",
-    "user-agent": "KiroIDE",
-}
+# --- proxy health (spec kiro-ops §7) ---------------------------------------------------------
 
 
-async def _login_post(
-    url: str, payload: dict[str, object], headers: dict[str, str], proxy: Proxy | None, tls: str
-) -> httpx.Response:
-    client = client_for(proxy, tls)
-    return await client.post(url, json=payload, headers=dict(headers), timeout=REST_TIMEOUT)
+async def probe_proxy(
+    proxy_url: str, target: str, *, seconds: float
+) -> tuple[bool, int | None, str]:
+    """GET `target` through one proxy on a fresh connection; 2xx/3xx is healthy.
 
-
-async def register_client(
-    region: str, *, issuer_url: str, proxy: Proxy | None, tls_backend: str
-) -> httpx.Response:
-    """RegisterClient: a public OIDC client for the device-code and refresh grants."""
-    payload: dict[str, object] = {
-        "clientName": "kiro-rs",
-        "clientType": "public",
-        "scopes": OIDC_SCOPES,
-        "grantTypes": [DEVICE_GRANT, "refresh_token"],
-        "issuerUrl": issuer_url,
-    }
-    url = idc_auth_base(region) + "/client/register"
-    return await _login_post(url, payload, _LOGIN_OIDC_HEADERS, proxy, tls_backend)
-
-
-async def device_authorization(
-    region: str,
-    *,
-    client_id: str,
-    client_secret: str | None,
-    start_url: str,
-    proxy: Proxy | None,
-    tls_backend: str,
-) -> httpx.Response:
-    """StartDeviceAuthorization for a registered client and an IdC start URL."""
-    payload: dict[str, object] = {
-        "clientId": client_id,
-        "clientSecret": client_secret,
-        "startUrl": start_url,
-    }
-    url = idc_auth_base(region) + "/device_authorization"
-    return await _login_post(url, payload, _LOGIN_OIDC_HEADERS, proxy, tls_backend)
-
-
-async def device_token(
-    region: str,
-    *,
-    client_id: str,
-    client_secret: str | None,
-    device_code: str,
-    proxy: Proxy | None,
-    tls_backend: str,
-) -> httpx.Response:
-    """One CreateToken poll with the device-code grant (RFC 8628)."""
-    payload: dict[str, object] = {
-        "clientId": client_id,
-        "clientSecret": client_secret,
-        "grantType": DEVICE_GRANT,
-        "deviceCode": device_code,
-    }
-    url = idc_auth_base(region) + "/token"
-    return await _login_post(url, payload, _LOGIN_OIDC_HEADERS, proxy, tls_backend)
-
-
-async def social_code_exchange(
-    region: str,
-    *,
-    code: str,
-    code_verifier: str,
-    redirect_uri: str,
-    proxy: Proxy | None,
-    tls_backend: str,
-) -> httpx.Response:
-    """Exchange a Kiro portal authorization code and its PKCE verifier for tokens."""
-    payload: dict[str, object] = {
-        "code": code,
-        "code_verifier": code_verifier,
-        "redirect_uri": redirect_uri,
-    }
-    url = social_auth_base(region) + "/oauth/token"
-    return await _login_post(url, payload, _LOGIN_PORTAL_HEADERS, proxy, tls_backend)
+    Return (ok, milliseconds, detail)."""
+    started = time.monotonic()
+    try:
+        client = build_client(
+            verify=ssl_context("rustls"),
+            timeout=httpx.Timeout(seconds),
+            proxy=proxy_url,
+            max_connections=2,
+        )
+    except ValueError as exc:  # a scheme the transport cannot speak
+        return False, None, str(exc)
+    try:
+        async with asyncio.timeout(seconds):
+            response = await client.get(target, headers={"Connection": "close"})
+    except (httpx.HTTPError, TimeoutError, OSError) as exc:
+        return False, None, f"{exc.__class__.__name__}: {exc}"[:300]
+    finally:
+        await client.aclose()
+    elapsed = int((time.monotonic() - started) * 1000)
+    if 200 <= response.status_code < 400:
+        return True, elapsed, f"HTTP {response.status_code} in {elapsed} ms"
+    return False, None, f"HTTP {response.status_code}"
