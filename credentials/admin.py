@@ -33,7 +33,14 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
-from credentials import batch_import, crypto, limits, services
+from credentials import (  # admin views are the console; they call gateway's I/O
+    batch_import,
+    crypto,
+    limits,
+    login,
+    operations,
+    services,
+)
 from credentials.asyncdb import db
 from credentials.forms import (
     AssignProxyForm,
@@ -59,7 +66,6 @@ from credentials.models import (
     LimitWindowKind,
     ProxyEntry,
 )
-from gateway import login, operations  # admin views are the console; they call gateway's I/O
 
 log = logging.getLogger(__name__)
 

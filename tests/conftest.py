@@ -62,7 +62,7 @@ def _forget_cached_settings():
         selectors = sys.modules.get("credentials.selectors")
         if selectors is not None:
             selectors.forget_gateway_config()
-        model_cache = sys.modules.get("gateway.model_cache")
+        model_cache = sys.modules.get("credentials.model_cache")
         if model_cache is not None:  # credential ids repeat across tests
             model_cache.forget_failures()
 

@@ -17,32 +17,24 @@ from typing import Any
 from django.db.models import BooleanField, Case, Count, Q, Value, When
 from django.utils import timezone
 from prometheus_client import (
-    CollectorRegistry,
     Counter,
     Histogram,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.gc_collector import GCCollector
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from credentials.metrics import REGISTRY
 from credentials.models import Credential, DisabledReason
 from usage.models import AttemptOutcome, UsageRecord
 
 log = logging.getLogger(__name__)
 
-REFRESH_RESULTS = ("success", "failure", "invalid_grant", "rate_limited")
 # Clients choose model ids and unknown ones pass through verbatim (spec kiro-protocol §3.2):
 # past this many distinct values a process reports further models as "other".
 MAX_MODEL_LABELS = 100
 OTHER_MODEL = "other"
 
-REGISTRY = CollectorRegistry(auto_describe=True)
-ProcessCollector(registry=REGISTRY)
-PlatformCollector(registry=REGISTRY)
-GCCollector(registry=REGISTRY)
 
 REQUESTS = Counter(
     "kiro_requests",
@@ -82,16 +74,8 @@ TTFT = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 8, 13, 20, 30, 60),
     registry=REGISTRY,
 )
-REFRESHES = Counter(
-    "kiro_token_refreshes",
-    "Token refresh calls by result.",
-    ["result"],
-    registry=REGISTRY,
-)
 for _outcome in AttemptOutcome.values:
     ATTEMPTS.labels(outcome=_outcome)
-for _result in REFRESH_RESULTS:
-    REFRESHES.labels(result=_result)
 
 _models_seen: set[str] = set()
 _models_lock = threading.Lock()
@@ -133,14 +117,6 @@ def observe_record(record: UsageRecord, attempts: Iterable[Any]) -> None:
             TTFT.labels(endpoint=record.endpoint).observe(max(0, record.first_token_ms) / 1000)
     except Exception:  # metrics must never break the write of a usage record
         log.exception("could not observe usage record %s", record.pk)
-
-
-def observe_refresh(result: str) -> None:
-    """Count one token refresh: success, failure, invalid_grant or rate_limited."""
-    if result not in REFRESH_RESULTS:
-        log.warning("unknown refresh result %r counted as failure", result)
-        result = "failure"
-    REFRESHES.labels(result=result).inc()
 
 
 def credential_state_counts() -> dict[tuple[str, str], int]:

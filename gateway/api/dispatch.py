@@ -21,11 +21,10 @@ from typing import Any
 import httpx
 from django.utils import timezone
 
-from credentials import selectors, services
+from credentials import model_cache, profiles, selectors, services, tokens
 from credentials.asyncdb import db
 from credentials.pool import Candidate, choose, is_in_scope, self_heal_targets
 from credentials.selectors import GatewayConfig, KeyIdentity
-from gateway import model_cache, profiles, tokens
 from gateway.api import accounting
 from gateway.kiro import client as kiro_client
 from gateway.kiro.types import CredentialAccess

@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from credentials import selectors
+from credentials import model_cache, selectors
 from credentials.asyncdb import db
 from credentials.pool import Candidate, is_in_scope, listed_models, unknown_lists
 from credentials.selectors import GatewayConfig, KeyIdentity
-from gateway import model_cache
 from gateway.api import dispatch
 from gateway.protocol.catalogue import Catalogue, available_models, resolve_listed
 from gateway.protocol.convert import web_search_mode

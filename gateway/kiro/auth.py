@@ -71,9 +71,9 @@ async def refresh_request(access: CredentialAccess, config: KiroConfig) -> httpx
 
 # --- admin login flows (spec kiro-ops §8.4) ---------------------------------------------------
 #
-# The wire side of `gateway.login`: IdC / Builder ID device-code login (SSO-OIDC RegisterClient,
+# The wire side of `credentials.login`: IdC / Builder ID device-code login (SSO-OIDC RegisterClient,
 # StartDeviceAuthorization, CreateToken) and the Social PKCE code exchange. Each returns the raw
-# answer; sessions, polling and error wording stay in `gateway.login`. The caller passes the
+# answer; sessions, polling and error wording stay in `credentials.login`. The caller passes the
 # proxy (a session's own, else the effective one) and the TLS backend.
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"

@@ -18,8 +18,8 @@ from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.urls import reverse
 from django.utils import timezone
 
+from credentials import login
 from credentials.models import AuthMethod, Credential, CredentialGroup, DisabledReason
-from gateway import login
 from gateway.fakekiro.script import Script
 from tests import factories
 from tests.credentials.test_lifecycle import ensure_roles

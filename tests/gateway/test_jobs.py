@@ -16,9 +16,9 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from credentials import services
+from credentials import jobs, services
 from credentials.models import Credential, JobLock
-from gateway import jobs
+from usage import jobs as usage_jobs
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -133,7 +133,7 @@ def test_retention_deletes_records_attempts_and_logs_past_their_settings(setting
     stale = jsonl.log_path(timezone.localdate() - timedelta(days=10))
     stale.write_text("{}\n")
 
-    result = asyncio.run(jobs.retention())
+    result = asyncio.run(usage_jobs.retention())
 
     assert result.startswith("1 old usage records, 2 attempt rows, 1 log files")
     assert sorted(UsageRecord.objects.values_list("pk", flat=True)) == [older.pk, new.pk]
@@ -148,7 +148,7 @@ def test_a_retention_of_zero_keeps_every_usage_record():
     old = UsageRecord.objects.create(endpoint="/v1/messages", status="success")
     UsageRecord.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=999))
 
-    asyncio.run(jobs.retention())
+    asyncio.run(usage_jobs.retention())
 
     assert UsageRecord.objects.filter(pk=old.pk).exists()
 

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.utils import timezone
 
+from credentials import operations
 from credentials.models import Credential, ProxyEntry, ProxyHealth
-from gateway import operations
 from gateway.fakekiro.script import Script
 from tests.gateway.conftest import free_port
 

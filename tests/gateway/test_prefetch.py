@@ -6,8 +6,7 @@ import asyncio
 
 import pytest
 
-from credentials import selectors
-from gateway import model_cache
+from credentials import model_cache, selectors
 from gateway.api import dispatch, resolution
 from tests.factories import ClientKeyFactory, CredentialFactory
 

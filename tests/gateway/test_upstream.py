@@ -12,8 +12,8 @@ import httpx
 import pytest
 import truststore
 
+from credentials import profiles
 from credentials.models import Credential, GatewaySettings
-from gateway import profiles
 from gateway.kiro import client as kiro_client
 from gateway.kiro.types import BUILDER_ID_PLACEHOLDER_ARN
 from usage.models import UsageRecord

@@ -129,7 +129,7 @@ async def test_an_unreachable_auth_host_raises_an_httpx_error(fresh_fake_kiro, s
     settings.KIRO_IDC_AUTH_BASE_URL = fresh_fake_kiro.base_url
     fresh_fake_kiro.stop()  # the port is now closed
     try:
-        with pytest.raises(httpx.HTTPError):  # gateway.login turns this into a LoginError
+        with pytest.raises(httpx.HTTPError):  # credentials.login turns this into a LoginError
             await kiro_auth.register_client("us-east-1", issuer_url="x", **DIRECT)
     finally:
         await kiro_client.close_clients()

@@ -9,6 +9,7 @@ from django.test import AsyncClient, Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from credentials import metrics as credential_metrics
 from credentials.models import DisabledReason
 from tests.factories import CredentialFactory
 from tests.usage.factories import UpstreamAttemptFactory, UsageRecordFactory
@@ -96,7 +97,7 @@ def test_it_exposes_request_attempt_latency_and_refresh_metrics(token: str) -> N
     grants_before = sample("kiro_token_refreshes_total", result="invalid_grant")
 
     metrics.observe_record(record, attempts)
-    metrics.observe_refresh("invalid_grant")
+    credential_metrics.observe_refresh("invalid_grant")
 
     assert sample("kiro_requests_total", **labels) == requests_before + 1
     assert sample("kiro_upstream_attempts_total", outcome="quota_exhausted") == quota_before + 1
@@ -149,7 +150,7 @@ def test_refresh_results_start_at_zero_and_unknown_ones_count_as_failure() -> No
         )
     failures_before = sample("kiro_token_refreshes_total", result="failure")
 
-    metrics.observe_refresh("bogus")
+    credential_metrics.observe_refresh("bogus")
 
     assert sample("kiro_token_refreshes_total", result="failure") == failures_before + 1
 

@@ -17,7 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="run each due job once and exit")
 
     def handle(self, *args: object, **options: object) -> None:
-        from gateway import jobs  # the command lives in credentials; gateway imports it
+        from credentials import jobs  # the command lives in credentials; gateway imports it
 
         if options["once"]:
             results = asyncio.run(jobs.run_once())

@@ -23,11 +23,10 @@ import httpx
 from django.conf import settings
 from django.utils import timezone
 
-from credentials import selectors, services
+from credentials import profiles, selectors, services, tokens
 from credentials.asyncdb import db
 from credentials.models import Credential, ProxyEntry
 from credentials.selectors import GatewayConfig
-from gateway import profiles, tokens
 from gateway.kiro import client as kiro_client
 from gateway.kiro.types import BUILDER_ID_PLACEHOLDER_ARN, CredentialAccess
 from gateway.protocol.balance import Balance, parse_usage_limits

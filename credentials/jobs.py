@@ -1,4 +1,4 @@
-"""Background jobs: balance refresh, proxy health, retention (spec kiro-ops §3.13).
+"""Background jobs: balance refresh, proxy health, and what other apps register (§3.13).
 
 Any number of `manage.py run_jobs` processes may run: each job is guarded by a lease in
 `JobLock` claimed with a conditional UPDATE, and the lease lasts one interval, so a job runs
@@ -15,17 +15,13 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
 
 from django.utils import timezone
 
-from credentials import services
+from credentials import operations, services
 from credentials.asyncdb import db
-from credentials.models import Credential, GatewaySettings
-from gateway import operations
+from credentials.models import Credential
 from gateway.kiro import client as kiro_client
-from usage import jsonl
-from usage.models import UpstreamAttempt, UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -82,43 +78,21 @@ async def check_proxies() -> str:
     return f"{healthy}/{len(checks)} healthy, {disabled} auto-disabled"
 
 
-def purge_usage() -> tuple[int, int]:
-    """Delete usage records and attempt chains past their retention; return both counts.
-
-    Records (the SQL history team leads query) follow `usage_record_retention_days` (0 keeps
-    them); the per-attempt chains are traces and follow `trace_retention_days` (spec §5.4).
-    """
-    row = GatewaySettings.load()
-    now = timezone.now()
-    attempts, _ = UpstreamAttempt.objects.filter(
-        usage_record__created_at__lt=now - timedelta(days=row.trace_retention_days)
-    ).delete()
-    records = 0
-    if row.usage_record_retention_days:
-        records, _ = UsageRecord.objects.filter(
-            created_at__lt=now - timedelta(days=row.usage_record_retention_days)
-        ).delete()
-    return records, attempts
+_REGISTRY: dict[str, Job] = {}
 
 
-def purge_logs() -> int:
-    """Delete JSONL usage logs past `usage_log_retention_days` (spec kiro-ops §5.1)."""
-    days = GatewaySettings.load().usage_log_retention_days
-    return len(jsonl.purge_old_logs(retention_days=days))
+def register(job: Job) -> None:
+    """Add a job to the loop (the usage app registers its retention job from its ready())."""
+    _REGISTRY[job.name] = job
 
 
-async def retention() -> str:
-    """Apply the retention settings: usage records, attempt chains, JSONL log files."""
-    records, attempts = await db(purge_usage)
-    files = await db(purge_logs)
-    return f"{records} old usage records, {attempts} attempt rows, {files} log files deleted"
+def registered() -> tuple[Job, ...]:
+    """Return the registered jobs, in registration order."""
+    return tuple(_REGISTRY.values())
 
 
-JOBS: tuple[Job, ...] = (
-    Job("balances", 300, refresh_balances),
-    Job("proxies", 300, check_proxies),
-    Job("retention", 86400, retention),
-)
+register(Job("balances", 300, refresh_balances))
+register(Job("proxies", 300, check_proxies))
 
 
 # --- scheduling -------------------------------------------------------------------------------
@@ -141,10 +115,10 @@ async def run_job(job: Job, holder: str) -> str | None:
     return result
 
 
-async def run_due(holder: str, jobs: tuple[Job, ...] = JOBS) -> dict[str, str]:
+async def run_due(holder: str, jobs: tuple[Job, ...] | None = None) -> dict[str, str]:
     """Run every due job once, in order; return the results of those that ran."""
     results = {}
-    for job in jobs:
+    for job in registered() if jobs is None else jobs:
         result = await run_job(job, holder)
         if result is not None:
             results[job.name] = result

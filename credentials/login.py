@@ -35,9 +35,8 @@ from django.core.cache import cache
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from credentials import crypto, selectors, services
+from credentials import crypto, operations, selectors, services
 from credentials.asyncdb import db
-from gateway import operations
 from gateway.kiro import auth as kiro_auth
 from gateway.kiro import client as kiro_client
 

@@ -20,13 +20,12 @@ from datetime import datetime, timedelta
 import httpx
 from django.utils import timezone
 
-from credentials import kiro_files, selectors, services
+from credentials import kiro_files, metrics, selectors, services
 from credentials.asyncdb import db
 from credentials.selectors import GatewayConfig
 from gateway.kiro import auth as kiro_auth
 from gateway.kiro.types import CredentialAccess
 from gateway.protocol.classify import parse_retry_after
-from usage import metrics
 
 log = logging.getLogger(__name__)
 

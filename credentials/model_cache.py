@@ -21,11 +21,10 @@ from datetime import datetime, timedelta
 import httpx
 from django.utils import timezone
 
-from credentials import selectors, services
+from credentials import selectors, services, tokens
 from credentials.asyncdb import db
 from credentials.pool import Candidate, listed_models, unknown_lists
 from credentials.selectors import GatewayConfig
-from gateway import tokens
 from gateway.kiro import client as kiro_client
 from gateway.kiro.types import CredentialAccess
 from gateway.protocol.catalogue import BUILTIN_KIRO_IDS

@@ -14,10 +14,9 @@ from dataclasses import replace
 
 import httpx
 
-from credentials import services
+from credentials import services, tokens
 from credentials.asyncdb import db
 from credentials.selectors import GatewayConfig
-from gateway import tokens
 from gateway.kiro import client as kiro_client
 from gateway.kiro.types import BUILDER_ID_PLACEHOLDER_ARN, CredentialAccess
 from gateway.protocol.classify import parse_retry_after
