@@ -404,7 +404,7 @@ class CredentialAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
         balance = obj.balance if isinstance(obj.balance, dict) else None
         if not balance:
             return "—"
-        exhausted = services._balance_exhausted(balance)
+        exhausted = services.credential_balance_exhausted(balance)
         return format_html(
             '<span style="color:{}" title="remaining {}; checked {}">{} / {} ({}%)</span>',
             "#ba2121" if exhausted else "inherit",

@@ -72,8 +72,8 @@ from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from credentials import fastsql
 from credentials.models import ClientKey, ClientKeyWindow, LimitWindowKind
-from kiro_site import fastsql
 
 MINUTE = timedelta(seconds=60)
 RESERVATION_LEASE = timedelta(minutes=30)
@@ -354,7 +354,7 @@ def _add_cost(key_id: int, tokens: int, credits: float, now: datetime) -> None:
     """Add one settled request to the key's day and month rows (atomic increments).
 
     The usual case is one UPDATE per window, hand-built (every request runs it,
-    kiro_site/fastsql.py). The first request of a day or month rolls the row over in place
+    credentials/fastsql.py). The first request of a day or month rolls the row over in place
     with a conditional UPDATE, so concurrent settlers roll it over once and none of their
     increments is lost; the unique (key, kind) constraint makes creating the rows race-free.
     Peaks are kept across rollovers."""

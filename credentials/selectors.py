@@ -13,6 +13,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import transaction
 
+from credentials import fastsql
 from credentials.models import ClientKey, Credential, CredentialGroup, GatewaySettings
 from credentials.pool import Candidate
 from gateway.kiro.types import (  # noqa: F401 (re-exported: the credential snapshot)
@@ -20,7 +21,6 @@ from gateway.kiro.types import (  # noqa: F401 (re-exported: the credential snap
     SOCIAL_PROFILE_ARN,
     CredentialAccess,
 )
-from kiro_site import fastsql
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _UUID = re.compile(
@@ -249,7 +249,7 @@ def client_key_by_hash(key_hash: str) -> KeyIdentity | None:
     """Return the enabled client key with this SHA-256 hash (one indexed lookup).
 
     Never cached: a disabled or rotated key stops at once, in every process (issue 5).
-    Hand-built SQL: this runs on every request (kiro_site/fastsql.py)."""
+    Hand-built SQL: this runs on every request (credentials/fastsql.py)."""
     rows = fastsql.fetch(_key_sql(), (key_hash, True))
     return _key_from(rows[0]) if rows else None
 
@@ -294,7 +294,7 @@ def pool_candidates(*, group: str | None) -> list[Candidate]:
 
     A grouped key sees only its group's credentials (spec kiro-ops §3.11), so `groups` holds
     that group; for an ungrouped key, membership plays no part and `groups` is left empty.
-    Hand-built SQL: this runs on every request (kiro_site/fastsql.py)."""
+    Hand-built SQL: this runs on every request (credentials/fastsql.py)."""
     rows = fastsql.fetch(_candidates_sql(group is not None), (group,) if group else ())
     groups = frozenset((group,)) if group is not None else frozenset()
     return [_candidate_from(row, groups) for row in rows]
@@ -339,11 +339,19 @@ def _access_sql() -> str:
 def credential_access(*, credential_id: int, config: GatewayConfig) -> CredentialAccess | None:
     """Return what calling Kiro as this credential needs, or None if it is gone.
 
-    Hand-built SQL: this runs on every request (kiro_site/fastsql.py)."""
+    Hand-built SQL: this runs on every request (credentials/fastsql.py)."""
     rows = fastsql.fetch(_access_sql(), (credential_id,))
     if not rows:
         return None
     return _access_from(rows[0], config)
+
+
+def _pin_machine_id(*, credential_id: int, machine_id: str) -> None:
+    """Persist a derived machine id so it survives refresh-token rotation (spec §9.1).
+
+    The one write of this module: the id is derived while the access is read, and pinning
+    it there means the next read finds it (services import selectors, not the reverse)."""
+    Credential.objects.filter(pk=credential_id, machine_id="").update(machine_id=machine_id)
 
 
 def _access_from(row: tuple, config: GatewayConfig) -> CredentialAccess:
@@ -357,10 +365,7 @@ def _access_from(row: tuple, config: GatewayConfig) -> CredentialAccess:
         credential_id=c["id"],
     )
     if not c["machine_id"] and not config.machine_id:
-        # spec §9.1: derived once and kept, so it survives refresh-token rotation.
-        from credentials.services import credential_pin_machine_id
-
-        credential_pin_machine_id(credential_id=c["id"], machine_id=machine_id)
+        _pin_machine_id(credential_id=c["id"], machine_id=machine_id)
     return CredentialAccess(
         id=c["id"],
         auth_method=c["auth_method"],

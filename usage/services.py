@@ -11,11 +11,11 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from credentials import fastsql
 from credentials import services as credential_services
 from credentials.limits import Reservation
 from credentials.models import ClientKey
 from gateway.protocol.errors import ErrorType
-from kiro_site import fastsql
 from usage import jsonl, live, metrics
 from usage.models import UpstreamAttempt, UsageRecord, UsageStatus
 
@@ -135,7 +135,7 @@ def usage_record_store(*, draft: UsageDraft) -> UsageRecord:
     """Insert the record and its attempts and move the counters, in the caller's transaction.
 
     No side effects: the caller runs them after the commit (`usage_record_write` does).
-    Every request runs this: the statements are hand-built (kiro_site/fastsql.py)."""
+    Every request runs this: the statements are hand-built (credentials/fastsql.py)."""
     now = timezone.now()
     error_type, error_message = documented_error(draft.error_type, draft.error_message)
     values = {

@@ -1,4 +1,4 @@
-"""The serving path's hand-built SQL (kiro_site/fastsql.py) gives what the ORM gives."""
+"""The serving path's hand-built SQL (credentials/fastsql.py) gives what the ORM gives."""
 
 from __future__ import annotations
 

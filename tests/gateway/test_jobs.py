@@ -16,8 +16,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from credentials import jobs, services
-from credentials.models import Credential, JobLock
+from credentials import jobs
+from credentials.models import Credential, GatewaySettings, JobLock
 from usage import jobs as usage_jobs
 from usage.models import UsageRecord
 
@@ -118,7 +118,7 @@ def test_retention_deletes_records_attempts_and_logs_past_their_settings(setting
     from usage.models import UpstreamAttempt
 
     settings.DATA_DIR = tmp_path
-    row = services.GatewaySettings.load()
+    row = GatewaySettings.load()
     row.usage_record_retention_days, row.trace_retention_days = 30, 7
     row.usage_log_retention_days = 3
     row.save()
@@ -142,7 +142,7 @@ def test_retention_deletes_records_attempts_and_logs_past_their_settings(setting
 
 
 def test_a_retention_of_zero_keeps_every_usage_record():
-    row = services.GatewaySettings.load()
+    row = GatewaySettings.load()
     row.usage_record_retention_days = 0
     row.save()
     old = UsageRecord.objects.create(endpoint="/v1/messages", status="success")

@@ -1,0 +1,151 @@
+"""Writes to credentials, client keys, settings and proxies: the only code that changes these
+rows. One module per entity; every public name is importable from `credentials.services`.
+
+- `client_keys`: client keys and the system key;
+- `pool`: the pool's bookkeeping (state, failures, cooldowns, success, self-heal, refresh);
+- `console`: the operator console's writes (balances, overage, bulk edits, deletions);
+- `proxies`: the proxy pool;
+- `kiro_rs`: import and export of kiro-rs files;
+- `accounts`: new accounts (batch import, login flows);
+- `jobs`: background job leases.
+"""
+
+from credentials.services.accounts import (
+    BatchImportRun,
+    credential_batch_import,
+    credential_batch_import_item,
+    credential_batch_import_start,
+    credential_create_from_login,
+    credential_relogin,
+    refresh_token_check_new,
+)
+from credentials.services.client_keys import (
+    SYSTEM_KEY_NAME,
+    client_key_create,
+    client_key_generate,
+    client_key_prefix,
+    client_key_rotate,
+    client_key_sync_system,
+)
+from credentials.services.console import (
+    BALANCE_TTL,
+    credential_assign_round_robin,
+    credential_balance_exhausted,
+    credential_delete,
+    credential_delete_disabled,
+    credential_disable_exhausted,
+    credential_edit_groups,
+    credential_set_overage_status,
+    credential_set_proxy,
+    credential_store_balance,
+)
+from credentials.services.jobs import (
+    job_claim,
+    job_finish,
+)
+from credentials.services.kiro_rs import (
+    IMPORTED_DEFAULTS,
+    ImportPlan,
+    ImportPlanItem,
+    kiro_export_config,
+    kiro_export_credentials,
+    kiro_import_apply,
+    kiro_import_plan,
+    next_credential_id,
+    reset_id_sequences,
+)
+from credentials.services.pool import (
+    FAILURES_BEFORE_DISABLE,
+    credential_cooldown,
+    credential_count_failure,
+    credential_disable,
+    credential_disable_auto,
+    credential_enable,
+    credential_refresh_claim,
+    credential_refresh_commit,
+    credential_refresh_failed,
+    credential_refresh_release,
+    credential_report_success,
+    credential_reset_failures,
+    credential_self_heal,
+    credential_set_models,
+    credential_set_profile_arn,
+    groups_ensure,
+    pool_set_current,
+)
+from credentials.services.proxies import (
+    PROXY_FAILURES_BEFORE_DISABLE,
+    PROXY_SCHEMES,
+    ProxyLine,
+    proxy_add,
+    proxy_assignable_urls,
+    proxy_bulk_add,
+    proxy_mask,
+    proxy_record_check,
+    proxy_set_enabled,
+    proxy_url_problem,
+)
+
+__all__ = [
+    "BALANCE_TTL",
+    "FAILURES_BEFORE_DISABLE",
+    "IMPORTED_DEFAULTS",
+    "PROXY_FAILURES_BEFORE_DISABLE",
+    "PROXY_SCHEMES",
+    "SYSTEM_KEY_NAME",
+    "BatchImportRun",
+    "ImportPlan",
+    "ImportPlanItem",
+    "ProxyLine",
+    "client_key_create",
+    "client_key_generate",
+    "client_key_prefix",
+    "client_key_rotate",
+    "client_key_sync_system",
+    "credential_assign_round_robin",
+    "credential_balance_exhausted",
+    "credential_batch_import",
+    "credential_batch_import_item",
+    "credential_batch_import_start",
+    "credential_cooldown",
+    "credential_count_failure",
+    "credential_create_from_login",
+    "credential_delete",
+    "credential_delete_disabled",
+    "credential_disable",
+    "credential_disable_auto",
+    "credential_disable_exhausted",
+    "credential_edit_groups",
+    "credential_enable",
+    "credential_refresh_claim",
+    "credential_refresh_commit",
+    "credential_refresh_failed",
+    "credential_refresh_release",
+    "credential_relogin",
+    "credential_report_success",
+    "credential_reset_failures",
+    "credential_self_heal",
+    "credential_set_models",
+    "credential_set_overage_status",
+    "credential_set_profile_arn",
+    "credential_set_proxy",
+    "credential_store_balance",
+    "groups_ensure",
+    "job_claim",
+    "job_finish",
+    "kiro_export_config",
+    "kiro_export_credentials",
+    "kiro_import_apply",
+    "kiro_import_plan",
+    "next_credential_id",
+    "pool_set_current",
+    "proxy_add",
+    "proxy_assignable_urls",
+    "proxy_bulk_add",
+    "proxy_mask",
+    "proxy_record_check",
+    "proxy_set_enabled",
+    "proxy_url_problem",
+    "refresh_token_check_new",
+    "reset_id_sequences",
+]

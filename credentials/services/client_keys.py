@@ -1,0 +1,87 @@
+"""Client keys: creation, rotation, and the system key of config.json."""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+from credentials.models import (
+    ClientKey,
+    CredentialGroup,
+    GatewaySettings,
+    sha256_hex,
+)
+
+_BASE62 = string.ascii_letters + string.digits
+
+SYSTEM_KEY_NAME = "System key (config.json apiKey)"
+
+
+# --- client keys ------------------------------------------------------------------------
+
+
+def client_key_generate() -> str:
+    """Return a new client key: `sk-` plus 32 base62 characters (spec kiro-ops §4.2)."""
+    return "sk-" + "".join(secrets.choice(_BASE62) for _ in range(32))
+
+
+def client_key_prefix(plaintext: str) -> str:
+    """Return the part of a key shown in lists: its first 8 characters."""
+    return plaintext[:8]
+
+
+def client_key_create(
+    *,
+    name: str,
+    description: str = "",
+    group: CredentialGroup | None = None,
+    plaintext: str | None = None,
+) -> tuple[ClientKey, str]:
+    """Create a client key and return it with its plaintext, which is never stored."""
+    plaintext = plaintext or client_key_generate()
+    key = ClientKey.objects.create(
+        name=name,
+        description=description,
+        group=group,
+        prefix=client_key_prefix(plaintext),
+        key_hash=sha256_hex(plaintext),
+    )
+    return key, plaintext
+
+
+def client_key_rotate(*, key: ClientKey) -> str:
+    """Give a key a new secret; the old one stops working at once. Return the plaintext."""
+    plaintext = client_key_generate()
+    key.prefix = client_key_prefix(plaintext)
+    key.key_hash = sha256_hex(plaintext)
+    key.save(update_fields=["prefix", "key_hash"])
+    if key.is_system:
+        settings_row = GatewaySettings.load()
+        settings_row.api_key = plaintext  # spec kiro-ops feature 74: written back to apiKey
+        settings_row.save(update_fields=["api_key", "updated_at"])
+    return plaintext
+
+
+def client_key_sync_system(*, plaintext: str) -> ClientKey:
+    """Make `plaintext` the system key's secret (spec kiro-ops §4.2, config.json apiKey)."""
+    digest = sha256_hex(plaintext)
+    system = ClientKey.objects.filter(is_system=True).first()
+    ClientKey.objects.filter(key_hash=digest).exclude(pk=getattr(system, "pk", None)).delete()
+    if system is None:
+        return ClientKey.objects.create(
+            name=SYSTEM_KEY_NAME,
+            description="Synced from config.json apiKey.",
+            prefix=client_key_prefix(plaintext),
+            key_hash=digest,
+            is_system=True,
+        )
+    if system.key_hash != digest:
+        # A changed value re-enables the key and keeps name, group and counters.
+        system.key_hash = digest
+        system.prefix = client_key_prefix(plaintext)
+        system.enabled = True
+        system.save(update_fields=["key_hash", "prefix", "enabled"])
+    return system
+
+
+# --- credentials: small state changes ----------------------------------------------------
