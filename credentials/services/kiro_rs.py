@@ -11,7 +11,7 @@ from django.core.management.color import no_style
 from django.db import connection, transaction
 from django.db.models import Max
 
-from credentials import kiro_files
+from credentials import kiro_config, kiro_files
 from credentials.models import (
     Credential,
     GatewaySettings,
@@ -63,7 +63,7 @@ def kiro_import_plan(
 ) -> ImportPlan:
     """Parse both files and decide, per entry, create or update. Raises KiroFileError."""
     settings_values = (
-        kiro_files.parse_config(config_text, config_name) if config_text is not None else None
+        kiro_config.parse_config(config_text, config_name) if config_text is not None else None
     )
     parsed, single = (
         kiro_files.parse_credentials(credentials_text, credentials_name)
@@ -189,8 +189,8 @@ def kiro_export_credentials(*, credential_ids: Iterable[int] | None = None) -> l
 def kiro_export_config() -> dict:
     """Return config.json as kiro-rs writes it, secrets included (explicit export only)."""
     settings_row = GatewaySettings.load()
-    values = {key.attr: getattr(settings_row, key.attr) for key in kiro_files.CONFIG_KEYS}
-    return kiro_files.render_config(values)
+    values = {key.attr: getattr(settings_row, key.attr) for key in kiro_config.CONFIG_KEYS}
+    return kiro_config.render_config(values)
 
 
 def next_credential_id() -> int:

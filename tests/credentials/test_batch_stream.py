@@ -17,8 +17,8 @@ from django.db import connections
 from django.test import AsyncClient
 from django.urls import reverse
 
-from credentials import admin as credentials_admin
-from credentials.admin import batch_import_events
+from credentials.admin import batch as credentials_admin
+from credentials.admin.batch import batch_import_events
 from credentials.batch_import import parse_batch
 from credentials.models import Credential
 from gateway.fakekiro.script import Script

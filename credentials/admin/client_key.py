@@ -1,0 +1,198 @@
+"""Client keys: list, create (the plaintext shown once), rotate, limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import models
+from django.db.models import QuerySet
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+)
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path
+
+from credentials import (  # admin views are the console; they call gateway's I/O
+    limits,
+    services,
+)
+from credentials.admin.common import NoSecretLookupsMixin
+from credentials.models import (
+    ClientKey,
+    ClientKeyWindow,
+    LimitWindowKind,
+)
+
+
+@admin.register(ClientKey)
+class ClientKeyAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
+    list_display = [
+        "name", "masked", "group", "enabled", "is_system", "limits_summary", "usage_today",
+        "usage_month", "last_used_at",
+    ]  # fmt: skip
+    list_filter = ["enabled", "is_system", "group"]
+    search_fields = ["name", "description", "prefix"]
+    list_select_related = ["group"]
+    fieldsets = [
+        (None, {"fields": [
+            "name", "description", "group", "enabled", "masked", "is_system", "created_at",
+        ]}),
+        ("Limits (empty: unlimited; days and months in the server's time zone)", {"fields": [
+            "rpm_limit", "daily_token_budget", "monthly_token_budget", "daily_credit_budget",
+            "monthly_credit_budget",
+        ]}),
+        ("Usage", {"fields": ["usage_today", "usage_month", "in_flight", "last_used_at"]}),
+    ]  # fmt: skip
+    readonly_fields = [
+        "masked", "is_system", "created_at", "last_used_at", "usage_today", "usage_month",
+        "in_flight",
+    ]  # fmt: skip
+    actions = ["enable", "disable"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ClientKey]:
+        # One query for the page's day and month rows, not two per key.
+        windows = ClientKeyWindow.objects.exclude(kind=LimitWindowKind.REQUEST)
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(
+                models.Prefetch("limit_windows", queryset=windows, to_attr="usage_windows")
+            )
+        )
+
+    @admin.display(description="key")
+    def masked(self, obj: ClientKey) -> str:
+        return f"{obj.prefix}…" if obj.prefix else "(assigned on save)"
+
+    @admin.display(description="limits")
+    def limits_summary(self, obj: ClientKey) -> str:
+        parts = [f"{obj.rpm_limit:,} rpm"] if obj.rpm_limit is not None else []
+        for value, unit, per in (
+            (obj.daily_token_budget, "tokens", "day"),
+            (obj.monthly_token_budget, "tokens", "month"),
+            (obj.daily_credit_budget, "credits", "day"),
+            (obj.monthly_credit_budget, "credits", "month"),
+        ):
+            if value is not None:
+                parts.append(f"{limits.format_amount(value, unit)} {unit}/{per}")
+        return ", ".join(parts) or "unlimited"
+
+    def _usage(self, obj: ClientKey, kind: str) -> str:
+        if obj.pk is None:
+            return "—"
+        prefetched = getattr(obj, "usage_windows", None)
+        usage = limits.usage_of(obj.limit_windows.all() if prefetched is None else prefetched)
+        window = usage.day if kind == LimitWindowKind.DAY else usage.month
+        token_budget, credit_budget = (
+            (obj.daily_token_budget, obj.daily_credit_budget)
+            if kind == LimitWindowKind.DAY
+            else (obj.monthly_token_budget, obj.monthly_credit_budget)
+        )
+        tokens = limits.format_amount(window.tokens, "tokens")
+        if token_budget is not None:
+            tokens += " / " + limits.format_amount(token_budget, "tokens")
+        credits = limits.format_amount(window.credits, "credits")
+        if credit_budget is not None:
+            credits += " / " + limits.format_amount(credit_budget, "credits")
+        return f"{window.requests:,} requests, {tokens} tokens, {credits} credits"
+
+    @admin.display(description="today")
+    def usage_today(self, obj: ClientKey) -> str:
+        return self._usage(obj, LimitWindowKind.DAY)
+
+    @admin.display(description="this month")
+    def usage_month(self, obj: ClientKey) -> str:
+        return self._usage(obj, LimitWindowKind.MONTH)
+
+    @admin.display(description="requests in flight")
+    def in_flight(self, obj: ClientKey) -> str:
+        return "—" if obj.pk is None else str(limits.limit_in_flight(key_id=obj.pk))
+
+    def has_delete_permission(self, request: HttpRequest, obj: ClientKey | None = None) -> bool:
+        if obj is not None and obj.is_system:
+            return False  # spec kiro-ops §4.2: the system key cannot be deleted
+        return super().has_delete_permission(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:
+        super().delete_queryset(request, queryset.exclude(is_system=True))
+
+    def save_model(self, request: HttpRequest, obj: ClientKey, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created, plaintext = services.client_key_create(
+            name=obj.name, description=obj.description, group=obj.group
+        )
+        ClientKey.objects.filter(pk=created.pk).update(
+            enabled=obj.enabled, **{name: getattr(obj, name) for name in limits.LIMIT_FIELDS}
+        )
+        obj.pk, obj.prefix, obj.key_hash = created.pk, created.prefix, created.key_hash
+        obj._state.adding = False
+        request._new_client_key = plaintext  # type: ignore[attr-defined]
+
+    def response_add(
+        self, request: HttpRequest, obj: ClientKey, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        plaintext = getattr(request, "_new_client_key", None)
+        if plaintext is None:
+            return super().response_add(request, obj, post_url_continue)
+        return self._show_plaintext(request, obj, plaintext, "Client key created")
+
+    def _show_plaintext(
+        self, request: HttpRequest, obj: ClientKey, plaintext: str, title: str
+    ) -> HttpResponse:
+        """Render the key once; it is not stored and cannot be shown again."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": title,
+            "key": obj,
+            "plaintext": plaintext,
+        }
+        response = TemplateResponse(request, "admin/credentials/clientkey/plaintext.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def get_urls(self) -> list:
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:pk>/rotate/", wrap(self.rotate_view), name="credentials_clientkey_rotate"),
+            *super().get_urls(),
+        ]
+
+    def rotate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Give a key a new secret (POST); the old one stops working at once."""
+        key = get_object_or_404(ClientKey, pk=pk)
+        if not self.has_change_permission(request, key):
+            raise PermissionDenied
+        if request.method != "POST":
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": f"Rotate {key.name}?",
+                "key": key,
+            }
+            return TemplateResponse(
+                request, "admin/credentials/clientkey/rotate_confirm.html", context
+            )
+        plaintext = services.client_key_rotate(key=key)
+        self.log_change(request, key, "Rotated the key (admin)")
+        return self._show_plaintext(request, key, plaintext, "Client key rotated")
+
+    @admin.action(description="Enable selected keys", permissions=["change"])
+    def enable(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:
+        for key in queryset:
+            self.log_change(request, key, "Enabled (admin action)")
+        count = queryset.update(enabled=True)
+        self.message_user(request, f"Enabled {count} key(s).", messages.SUCCESS)
+
+    @admin.action(description="Disable selected keys", permissions=["change"])
+    def disable(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:
+        for key in queryset:
+            self.log_change(request, key, "Disabled (admin action)")
+        count = queryset.update(enabled=False)
+        self.message_user(request, f"Disabled {count} key(s).", messages.SUCCESS)

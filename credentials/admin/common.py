@@ -1,0 +1,59 @@
+"""What every admin page of the credentials app shares: no secret in a lookup, downloads,
+and the formatting of balances."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import models
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+)
+
+log = logging.getLogger(__name__)
+
+SECRET_LOOKUPS = (
+    "refresh_token",
+    "access_token",
+    "client_secret",
+    "kiro_api_key",
+    "proxy_password",
+    "key_hash",
+    "api_key",
+    "admin_api_key",
+    "github_token",
+)
+
+
+# Django 6 assumes https for scheme-less URLs; say so now so 5.2 and 6 behave alike.
+URL_FIELDS = {models.URLField: {"assume_scheme": "https"}}
+
+
+class NoSecretLookupsMixin:
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        if any(lookup.startswith(name) for name in SECRET_LOOKUPS):
+            return False
+        return super().lookup_allowed(lookup, value, request)  # type: ignore[misc]
+
+
+def download(text: str, filename: str) -> HttpResponse:
+    response = HttpResponse(text, content_type="application/json; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def num(value: Any) -> str:
+    """Format a credit amount compactly (2 decimals at most)."""
+    if not isinstance(value, int | float):
+        return "?"
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
+def usage_text(balance: Any) -> str | None:
+    """Render a balance as "<current>/<limit>", rounded (spec §6.3)."""
+    if not isinstance(balance, dict):
+        return None
+    return f"{round(balance.get('current_usage') or 0)}/{round(balance.get('usage_limit') or 0)}"
