@@ -2,7 +2,7 @@
 
 Parsing turns file text into plain values for the models and fails with a `KiroFileError`
 naming the file, the entry and the field; rendering turns stored values back into the files.
-No database work here: `credentials/services.py` applies a parsed import in one transaction.
+No database work here: `credentials/services/kiro_rs.py` applies a parsed import in one transaction.
 
 Fidelity rules (README "Import and export"):
 - keys the source file spelled out are written back even when they hold a default, and

@@ -60,7 +60,7 @@ class GatewayASGIHandler(ASGIHandler):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # No ThreadSensitiveContext: it starts (and stops) a thread for every request that
         # runs anything thread-sensitive, and the API views run none; their database work
-        # goes to worker threads through gateway.db.
+        # goes to worker threads through credentials.asyncdb.
         await self.handle(scope, receive, send)
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -1,7 +1,6 @@
 """Proxy tunnels for the lean transport: the HTTP CONNECT handshake and its Basic auth.
 
-SOCKS5 is dialled with python-socks in `gateway.kiro.transport`; the accepted proxy URLs are
-those of `gateway.kiro.proxies` (one grammar for the pool, the forms and the transport)."""
+SOCKS5 is dialled with python-socks in `gateway.kiro.transport`."""
 
 from __future__ import annotations
 

@@ -42,3 +42,27 @@ def test_importing_every_protocol_module_loads_no_django():
 
     assert modules
     assert out.stdout.strip() == "[]"
+
+
+def test_importing_the_kiro_client_loads_no_django():
+    """gateway/kiro (the HTTP client to Kiro) is below Django too (import-linter checks the
+    source; this checks what importing it really loads)."""
+    kiro = PROTOCOL.parent / "kiro"
+    modules = sorted(p.stem for p in kiro.glob("*.py") if p.stem != "__init__")
+    code = (
+        "import sys, importlib\n"
+        f"for m in {modules!r}: importlib.import_module('gateway.kiro.' + m)\n"
+        "print(sorted(k for k in sys.modules if k.split('.')[0] in "
+        "('django', 'channels', 'credentials', 'usage', 'kiro_site')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROTOCOL.parents[1],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert modules
+    assert out.stdout.strip() == "[]"
