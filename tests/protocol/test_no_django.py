@@ -24,12 +24,15 @@ def test_no_module_under_gateway_protocol_imports_django():
     assert offenders == []
 
 
-def test_importing_every_protocol_module_loads_no_django():
-    modules = sorted(p.stem for p in PROTOCOL.glob("*.py") if p.stem != "__init__")
+def _loaded_after_import(package: str, roots: tuple[str, ...]) -> tuple[list[str], str]:
+    """Import every module of `package` in a fresh interpreter; return the modules and which
+    modules under `roots` that loaded."""
+    folder = PROTOCOL.parent / package.rpartition(".")[2]
+    modules = sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__")
     code = (
         "import sys, importlib\n"
-        f"for m in {modules!r}: importlib.import_module('gateway.protocol.' + m)\n"
-        "print(sorted(k for k in sys.modules if k.split('.')[0] in ('django', 'channels')))"
+        f"for m in {modules!r}: importlib.import_module({package!r} + '.' + m)\n"
+        f"print(sorted(k for k in sys.modules if k.split('.')[0] in {roots!r}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -39,30 +42,21 @@ def test_importing_every_protocol_module_loads_no_django():
         text=True,
         timeout=60,
     )
+    return modules, out.stdout.strip()
+
+
+def test_importing_every_protocol_module_loads_no_django():
+    modules, loaded = _loaded_after_import("gateway.protocol", ("django", "channels"))
 
     assert modules
-    assert out.stdout.strip() == "[]"
+    assert loaded == "[]"
 
 
 def test_importing_the_kiro_client_loads_no_django():
     """gateway/kiro (the HTTP client to Kiro) is below Django too (import-linter checks the
     source; this checks what importing it really loads)."""
-    kiro = PROTOCOL.parent / "kiro"
-    modules = sorted(p.stem for p in kiro.glob("*.py") if p.stem != "__init__")
-    code = (
-        "import sys, importlib\n"
-        f"for m in {modules!r}: importlib.import_module('gateway.kiro.' + m)\n"
-        "print(sorted(k for k in sys.modules if k.split('.')[0] in "
-        "('django', 'channels', 'credentials', 'usage', 'kiro_site')))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=PROTOCOL.parents[1],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    roots = ("django", "channels", "credentials", "usage", "kiro_site")
+    modules, loaded = _loaded_after_import("gateway.kiro", roots)
 
     assert modules
-    assert out.stdout.strip() == "[]"
+    assert loaded == "[]"
