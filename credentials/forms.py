@@ -11,7 +11,8 @@ from django.utils.html import format_html
 
 from credentials import kiro_files
 from credentials.models import AuthMethod, Credential, GatewaySettings, ProxyEntry, sha256_hex
-from credentials.services import proxy_mask, proxy_url_problem
+from credentials.services import proxy_mask
+from gateway.kiro.proxies import proxy_url_problem
 from gateway.protocol.models import ConversionError, resolve_model
 
 
@@ -161,6 +162,14 @@ class GatewaySettingsForm(SecretFieldsMixin, forms.ModelForm):
         super().__init__(*args, **kwargs)
         self._init_secrets()
 
+    def clean_proxy_url(self) -> str:
+        """The global proxy follows the one grammar (gateway.kiro.proxies)."""
+        value = (self.cleaned_data.get("proxy_url") or "").strip()
+        problem = proxy_url_problem(value) if value else None
+        if problem:
+            raise ValidationError(f"Invalid proxy URL: {problem}.")
+        return value
+
     def clean_fallback_model(self) -> str:
         """Refuse what no client could send as a model id (control characters, …)."""
         value = (self.cleaned_data.get("fallback_model") or "").strip()
@@ -240,7 +249,7 @@ class ProxyBulkAddForm(forms.Form):
         label="Proxy URLs",
         widget=forms.Textarea(attrs={"rows": 12, "cols": 80, "autocomplete": "off"}),
         help_text="One per line: scheme://[user:pass@]host:port with http, https, socks5 or "
-        "socks4. Empty lines and lines starting with # are skipped.",
+        "socks5h (socks4 is not supported). Empty lines and lines starting with # are skipped.",
     )
 
 
@@ -316,7 +325,12 @@ class CredentialConsoleForm(CredentialForm):
         value = (self.cleaned_data.get("proxy_url") or "").strip()
         stored = self.instance.proxy_url if self.instance.pk else ""
         # The page shows the masked form; sending it back unchanged keeps the stored URL.
-        return stored if stored and value == proxy_mask(stored) else value
+        if stored and value == proxy_mask(stored):
+            return stored
+        problem = proxy_url_problem(value) if value and value.lower() != "direct" else None
+        if problem:
+            raise ValidationError(f"Invalid proxy URL: {problem}.")
+        return value
 
 
 # --- login flows (spec kiro-ops §8.4) ----------------------------------------------------------

@@ -100,11 +100,16 @@ def parse_config(text: str, file: str = "config.json") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise KiroFileError(file, "expected a JSON object")
     values: dict[str, Any] = {}
+    unknown: dict[str, Any] = {}
     for json_key, value in data.items():
         key = _CONFIG_KEYS_BY_JSON.get(json_key)
         if key is None:
-            continue  # spec kiro-ops §1.1: unknown keys are ignored
+            # kiro.rs ignores them (§1.1); kept here, so that a key of a newer kiro.rs
+            # survives the round trip, as a credential's do.
+            unknown[json_key] = value
+            continue
         values[key.attr] = _coerce_config(file, key, value)
+    values["kiro_extra"] = {"unknown": unknown}
     if values.get("update_auto_apply_time") == "":
         values["update_auto_apply_time"] = "03:00"  # spec kiro-ops §1.1 [F]
     return values
@@ -171,4 +176,6 @@ def render_config(values: Mapping[str, Any]) -> dict[str, Any]:
                 out[key.json] = None
                 continue
         out[key.json] = value
+    for json_key, value in ((values.get("kiro_extra") or {}).get("unknown") or {}).items():
+        out.setdefault(json_key, value)  # unknown keys after the known ones, as imported
     return out

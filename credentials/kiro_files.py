@@ -34,7 +34,8 @@ NORMALISATIONS = (
     "an unknown disabledReason becomes Manual; a disabled entry without one gets Manual",
     "groups are trimmed and empty names dropped",
     "config.json is written with Z's full key set and order, null for unset optionals; "
-    "unknown config keys are dropped (as both Rust projects do)",
+    "unknown config keys are kept and written back after the known ones "
+    "(both Rust projects drop them)",
 )
 
 MIN_REFRESH_TOKEN_LENGTH = 100  # spec kiro-ops §2.2 / feature 112

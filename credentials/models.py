@@ -286,9 +286,15 @@ class GatewaySettings(models.Model):
     account_throttle_cooldown_secs = models.PositiveIntegerField(
         default=1800, validators=[MinValueValidator(1), MaxValueValidator(86400)]
     )
-    account_rpm_limit_enabled = models.BooleanField(default=False)
+    account_rpm_limit_enabled = models.BooleanField(
+        default=False,
+        help_text="Skip a credential that sent this many requests in the last 60 seconds (counted "
+        "across every gateway process); 429 when every usable credential is at its limit.",
+    )
     account_rpm_limit = models.PositiveIntegerField(
-        default=60, validators=[MinValueValidator(1), MaxValueValidator(100000)]
+        default=60,
+        validators=[MinValueValidator(1), MaxValueValidator(100000)],
+        help_text="Requests per minute per credential, when the limit is on.",
     )
     suspended_detection_enabled = models.BooleanField(default=True)
     self_heal_enabled = models.BooleanField(default=True)
@@ -356,6 +362,8 @@ class GatewaySettings(models.Model):
         help_text="Simulate Anthropic's prompt cache from the clients' cache_control "
         "breakpoints (cache_creation / cache_read tokens). Off: the upstream's figures only.",
     )
+    # kiro-rs interchange: config.json keys this gateway does not know, written back on export.
+    kiro_extra = models.JSONField(default=dict, blank=True, editable=False)
     # Priority mode's sticky current credential (spec kiro-ops §3.2), shared by all processes.
     current_credential_id = models.BigIntegerField(null=True, blank=True, editable=False)
 
@@ -419,6 +427,20 @@ def mask_proxy_url(url: str) -> str:
         return url
     user, colon, _ = userinfo.partition(":")
     return f"{scheme}://{user}{':****' if colon else ''}@{host}"
+
+
+class CredentialRequestStamp(models.Model):
+    """One request sent upstream as a credential, kept a minute for the per-account RPM limit
+    (kiro-ops §3.8). In the database, so that every gateway process counts the same window."""
+
+    credential = models.ForeignKey(Credential, on_delete=models.CASCADE, related_name="+")
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["credential", "at"])]
+
+    def __str__(self) -> str:
+        return f"credential #{self.credential_id} at {self.at:%H:%M:%S}"
 
 
 class JobLock(models.Model):

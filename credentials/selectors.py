@@ -77,6 +77,7 @@ class GatewayConfig:
     fallback_model: str = ""  # blank: the newest listed sonnet
     prompt_cache_metering: bool = True  # usage.prompt_cache
     trace_enabled: bool = True  # off: usage records without their attempt rows
+    account_rpm_limit: int = 0  # requests per minute per credential; 0: no limit (§3.8)
 
 
 def normalise_machine_id(value: str) -> str | None:
@@ -200,6 +201,7 @@ def read_gateway_config() -> GatewayConfig:
         fallback_model=row.fallback_model.strip(),
         prompt_cache_metering=row.prompt_cache_metering,
         trace_enabled=row.trace_enabled,
+        account_rpm_limit=row.account_rpm_limit if row.account_rpm_limit_enabled else 0,
     )
 
 

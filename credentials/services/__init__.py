@@ -56,6 +56,7 @@ from credentials.services.kiro_rs import (
 )
 from credentials.services.pool import (
     FAILURES_BEFORE_DISABLE,
+    RPM_WINDOW,
     credential_cooldown,
     credential_count_failure,
     credential_disable,
@@ -67,6 +68,7 @@ from credentials.services.pool import (
     credential_refresh_release,
     credential_report_success,
     credential_reset_failures,
+    credential_rpm_reserve,
     credential_self_heal,
     credential_set_models,
     credential_set_profile_arn,
@@ -75,7 +77,6 @@ from credentials.services.pool import (
 )
 from credentials.services.proxies import (
     PROXY_FAILURES_BEFORE_DISABLE,
-    PROXY_SCHEMES,
     ProxyLine,
     proxy_add,
     proxy_assignable_urls,
@@ -83,7 +84,6 @@ from credentials.services.proxies import (
     proxy_mask,
     proxy_record_check,
     proxy_set_enabled,
-    proxy_url_problem,
 )
 
 __all__ = [
@@ -91,7 +91,7 @@ __all__ = [
     "FAILURES_BEFORE_DISABLE",
     "IMPORTED_DEFAULTS",
     "PROXY_FAILURES_BEFORE_DISABLE",
-    "PROXY_SCHEMES",
+    "RPM_WINDOW",
     "SYSTEM_KEY_NAME",
     "BatchImportRun",
     "ImportPlan",
@@ -124,6 +124,7 @@ __all__ = [
     "credential_relogin",
     "credential_report_success",
     "credential_reset_failures",
+    "credential_rpm_reserve",
     "credential_self_heal",
     "credential_set_models",
     "credential_set_overage_status",
@@ -145,7 +146,6 @@ __all__ = [
     "proxy_mask",
     "proxy_record_check",
     "proxy_set_enabled",
-    "proxy_url_problem",
     "refresh_token_check_new",
     "reset_id_sequences",
 ]

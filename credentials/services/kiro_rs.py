@@ -190,6 +190,7 @@ def kiro_export_config() -> dict:
     """Return config.json as kiro-rs writes it, secrets included (explicit export only)."""
     settings_row = GatewaySettings.load()
     values = {key.attr: getattr(settings_row, key.attr) for key in kiro_config.CONFIG_KEYS}
+    values["kiro_extra"] = settings_row.kiro_extra
     return kiro_config.render_config(values)
 
 

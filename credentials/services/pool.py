@@ -4,11 +4,13 @@ token-refresh claims (spec kiro-ops §3.5–§3.9, kiro-protocol §8)."""
 from __future__ import annotations
 
 import functools
+import math
 import string
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -16,6 +18,7 @@ from credentials import fastsql, selectors
 from credentials.models import (
     Credential,
     CredentialGroup,
+    CredentialRequestStamp,
     DisabledReason,
     GatewaySettings,
 )
@@ -161,6 +164,27 @@ def _success_sql(with_model: bool) -> str:
             f"{c('self_heal_model')} = CASE WHEN {same} THEN '' ELSE {c('self_heal_model')} END",
         ]
     return f"UPDATE {fastsql.table(Credential)} SET {', '.join(sets)} WHERE {c('id')} = %s"
+
+
+RPM_WINDOW = timedelta(seconds=60)
+
+
+@transaction.atomic
+def credential_rpm_reserve(*, credential_id: int, limit: int) -> int:
+    """Take one of the credential's `limit` requests of the last minute (kiro-ops §3.8).
+
+    Returns 0 when the request may go, else the seconds until the oldest one leaves the
+    window. The credential's row is locked while counting, so that processes sharing the
+    database never hand out more than `limit`."""
+    now = timezone.now()
+    list(Credential.objects.select_for_update().filter(pk=credential_id).values_list("pk"))
+    stamps = CredentialRequestStamp.objects.filter(credential_id=credential_id)
+    stamps.filter(at__lte=now - RPM_WINDOW).delete()
+    recent = list(stamps.order_by("at").values_list("at", flat=True)[:limit])
+    if len(recent) >= limit:
+        return max(1, math.ceil((recent[0] + RPM_WINDOW - now).total_seconds()))
+    CredentialRequestStamp.objects.create(credential_id=credential_id, at=now)
+    return 0
 
 
 def credential_self_heal(*, credential_ids: Iterable[int], model: str | None) -> int:

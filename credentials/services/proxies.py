@@ -14,26 +14,14 @@ from credentials.models import (
     ProxyHealth,
     mask_proxy_url,
 )
+from gateway.kiro.proxies import proxy_url_problem
 
 _BASE62 = string.ascii_letters + string.digits
 
-PROXY_SCHEMES = ("http", "https", "socks5", "socks4")
 PROXY_FAILURES_BEFORE_DISABLE = 3
 
 
 proxy_mask = mask_proxy_url  # one implementation, shared with ProxyEntry.__str__
-
-
-def proxy_url_problem(url: str) -> str | None:
-    """Say what is wrong with a proxy URL, or None (scheme and host:port required, §7)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme.lower() not in PROXY_SCHEMES:
-        return "the scheme must be http, https, socks5 or socks4"
-    hostport = rest.rpartition("@")[2].split("/", 1)[0]
-    host, colon, port = hostport.rpartition(":")
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return "host:port is required"
-    return None
 
 
 def proxy_add(*, url: str, label: str = "") -> ProxyEntry:

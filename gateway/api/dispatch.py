@@ -27,6 +27,7 @@ from credentials.pool import Candidate, choose, is_in_scope, self_heal_targets
 from credentials.selectors import GatewayConfig, KeyIdentity
 from gateway.api import accounting
 from gateway.kiro import client as kiro_client
+from gateway.kiro.proxies import UnusableProxy
 from gateway.kiro.types import CredentialAccess
 from gateway.protocol import classify, errors
 from gateway.protocol.classify import Action, Outcome
@@ -172,6 +173,7 @@ async def connect(request: Request) -> Connected:
     current_id = config.current_credential_id
     healed = False
     last_error: ClientError | None = None
+    rpm_waits: list[int] = []  # seconds until each RPM-limited credential frees a slot
     attempt = 0
     while attempt < budget:
         candidate = choose(
@@ -207,6 +209,16 @@ async def connect(request: Request) -> Connected:
                     candidates = await db(selectors.pool_candidates, group=key.group)
                     continue
             break
+        if config.account_rpm_limit:
+            wait = await db(
+                services.credential_rpm_reserve,
+                credential_id=candidate.id,
+                limit=config.account_rpm_limit,
+            )
+            if wait:  # kiro-ops §3.8: skipped, neither failed nor disabled
+                excluded.add(candidate.id)
+                rpm_waits.append(wait)
+                continue
         if config.load_balancing_mode == "priority" and candidate.id != current_id:
             await db(services.pool_set_current, credential_id=candidate.id)
             current_id = candidate.id
@@ -230,6 +242,15 @@ async def connect(request: Request) -> Connected:
             await asyncio.sleep(
                 classify.backoff_seconds(attempt - 1, throttle=verdict.throttle_backoff)
             )
+    if last_error is None and rpm_waits:
+        raise DispatchError(
+            errors.rate_limited(
+                "Every usable credential is at its per-account requests-per-minute limit; "
+                f"retry in {min(rpm_waits)} s.",
+                min(rpm_waits),
+                ErrorType.ACCOUNT_RPM_LIMIT,
+            )
+        )
     if last_error is None:
         raise DispatchError(
             _no_credential_error(candidates, request), error_type=ErrorType.NO_CREDENTIALS
@@ -297,6 +318,8 @@ async def _attempt(
         await stack.aclose()
         record.outcome, record.duration_ms = Outcome.NETWORK_ERROR, accounting.ms_since(started)
         record.error_snippet = f"{exc.__class__.__name__}: {exc}"
+        if isinstance(exc, UnusableProxy):  # this credential's proxy: try another at once
+            return classify.unusable_proxy_verdict(), False
         return classify.network_error_verdict(), None
     record.http_status = response.status_code
     if 200 <= response.status_code < 300:

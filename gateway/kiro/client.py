@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import certifi
 import httpx
 
+from gateway.kiro.proxies import UnusableProxy
 from gateway.kiro.transport import LeanClient, build_client
 from gateway.kiro.types import CredentialAccess, KiroConfig
 
@@ -365,7 +366,7 @@ async def probe_proxy(
             proxy=proxy_url,
             max_connections=2,
         )
-    except ValueError as exc:  # a scheme the transport cannot speak
+    except UnusableProxy as exc:  # refused before any connection (gateway.kiro.proxies)
         return False, None, str(exc)
     try:
         async with asyncio.timeout(seconds):

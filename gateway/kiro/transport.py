@@ -54,6 +54,7 @@ from gateway.kiro.connection import (
     read_error,
 )
 from gateway.kiro.pool import ConnectionPool, ResponseStream
+from gateway.kiro.proxies import DEFAULT_PORTS, UnusableProxy, proxy_url_problem
 from gateway.kiro.proxy import TunnelProtocol, authority, basic_auth
 
 if TYPE_CHECKING:
@@ -65,7 +66,6 @@ __all__ = ["LeanClient", "LeanTransport", "PoolStats", "build_client"]
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # How many stale pooled connections one request may run into before giving up.
 _MAX_STALE_RETRIES: Final = 3
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080}
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
@@ -90,9 +90,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._proxy_auth: tuple[str, str] | None = None
         self._proxy_header: bytes | None = None
         if proxy is not None:
+            problem = proxy_url_problem(proxy)
+            if problem is not None:
+                raise UnusableProxy(f"Unusable proxy: {problem}")
             url = httpx.URL(proxy)
-            if url.scheme not in _DEFAULT_PORTS:
-                raise ValueError(f"Unsupported proxy scheme: {url.scheme!r}")
             self._proxy = url
             self._proxy_key = str(url.copy_with(username=None, password=None))
             if proxy_auth is not None:
@@ -254,7 +255,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     await loop.create_connection(
                         lambda: conn,
                         proxy.host,
-                        proxy.port or _DEFAULT_PORTS[proxy.scheme],
+                        proxy.port or DEFAULT_PORTS[proxy.scheme],
                         ssl=proxy_tls,
                         server_hostname=proxy.host if proxy_tls is not None else None,
                     )
@@ -283,7 +284,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         socks = SocksProxy(
             ProxyType.SOCKS5,
             proxy.host,
-            proxy.port or _DEFAULT_PORTS[proxy.scheme],
+            proxy.port or DEFAULT_PORTS[proxy.scheme],
             username=username,
             password=password,
             # socks5h: the proxy resolves the name (needed when only it can see the DNS).
@@ -308,7 +309,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         raw, _ = await loop.create_connection(
             lambda: tunnel,
             proxy.host,
-            proxy.port or _DEFAULT_PORTS[proxy.scheme],
+            proxy.port or DEFAULT_PORTS[proxy.scheme],
             ssl=proxy_tls,
             server_hostname=proxy.host if proxy_tls is not None else None,
         )

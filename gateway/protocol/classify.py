@@ -277,6 +277,18 @@ def network_error_verdict() -> Verdict:
     )
 
 
+def unusable_proxy_verdict() -> Verdict:
+    """The credential's proxy cannot be used at all (a scheme the transport does not speak):
+    switch credential at once, without counting a failure against the account."""
+    return Verdict(
+        Outcome.NETWORK_ERROR,
+        Action.SWITCH,
+        error=errors.api_error(
+            "The credential's proxy cannot be used.", kind=ErrorType.NETWORK_ERROR
+        ),
+    )
+
+
 def backoff_seconds(
     attempt: int, *, throttle: bool = False, rng: random.Random | None = None
 ) -> float:

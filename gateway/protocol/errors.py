@@ -59,6 +59,7 @@ class ErrorType(StrEnum):
     UPSTREAM_EXHAUSTED = "upstream_exhausted"
     QUOTA_EXHAUSTED = "quota_exhausted"
     ACCOUNT_THROTTLED = "account_throttled"
+    ACCOUNT_RPM_LIMIT = "account_rpm_limit"
     ACCOUNT_SUSPENDED = "account_suspended"
     AUTH_FAILED = "auth_failed"
     TRANSIENT = "transient"
@@ -94,6 +95,7 @@ ERROR_TYPE_MEANINGS: Final[dict[ErrorType, str]] = {
     ErrorType.UPSTREAM_EXHAUSTED: "every attempt failed; the last upstream error is answered",
     ErrorType.QUOTA_EXHAUSTED: "the upstream said the account's quota is used up",
     ErrorType.ACCOUNT_THROTTLED: "every usable credential is cooling down (429)",
+    ErrorType.ACCOUNT_RPM_LIMIT: "every usable credential is at its per-account RPM limit (429)",
     ErrorType.ACCOUNT_SUSPENDED: "the upstream said the account is suspended",
     ErrorType.AUTH_FAILED: "the token could not be refreshed or was refused",
     ErrorType.TRANSIENT: "a retryable upstream failure (5xx, 429) ended the request",

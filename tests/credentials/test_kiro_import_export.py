@@ -398,10 +398,19 @@ def test_it_exports_config_with_z_key_order_and_nulls_for_unset_optionals():
     assert list(exported)[:5] == ["host", "port", "region", "kiroVersion", "machineId"]
     assert "authRegion" not in exported
     assert exported["machineId"] is None and exported["githubToken"] is None
-    assert {k: exported[k] for k in CONFIG if k != "someFutureKey"} == {
-        k: v for k, v in CONFIG.items() if k != "someFutureKey"
-    }
-    assert "someFutureKey" not in exported
+    assert {k: exported[k] for k in CONFIG} == CONFIG
+    assert list(exported)[-1] == "someFutureKey"  # unknown keys after the known ones
+
+
+def test_a_full_config_and_credentials_round_trip_as_equal_json_unknown_keys_included():
+    import_files(config=CONFIG, credentials=every_kind())
+    config = services.kiro_export_config() | {"keyOfANewerKiroRs": {"on": True}}
+    credentials = services.kiro_export_credentials()
+
+    import_files(config=config, credentials=credentials)
+
+    assert services.kiro_export_config() == config
+    assert services.kiro_export_credentials() == credentials == every_kind()
 
 
 def test_it_makes_config_api_key_the_system_client_key():

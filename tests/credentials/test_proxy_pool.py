@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from credentials import services
 from credentials.models import Credential, ProxyEntry, ProxyHealth
+from gateway.kiro.proxies import proxy_url_problem
 from tests import factories
 from tests.credentials.test_lifecycle import ensure_roles
 from tests.gateway.test_operations import probe_server  # noqa: F401 (fixture)
@@ -47,7 +48,9 @@ def pool_action(client, action: str, entries: list[ProxyEntry]):
     [
         ("http://proxy.example:8080", None),
         ("socks5://user:pw@10.0.0.1:1080", None),
-        ("socks4://10.0.0.1:1080", None),
+        ("socks5h://10.0.0.1:1080", None),
+        ("socks4://10.0.0.1:1080", "socks4 is not supported"),
+        ("SOCKS4A://10.0.0.1:1080", "socks4 is not supported"),
         ("https://proxy.example:443", None),
         ("ftp://proxy.example:21", "scheme"),
         ("proxy.example:8080", "scheme"),
@@ -57,7 +60,7 @@ def pool_action(client, action: str, entries: list[ProxyEntry]):
     ],
 )
 def test_proxy_urls_are_validated(url, problem):
-    found = services.proxy_url_problem(url)
+    found = proxy_url_problem(url)
     assert (found is None) if problem is None else (problem in found)
 
 
