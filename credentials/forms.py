@@ -10,7 +10,14 @@ from django.db import models
 from django.utils.html import format_html
 
 from credentials import kiro_files
-from credentials.models import AuthMethod, Credential, GatewaySettings, ProxyEntry, sha256_hex
+from credentials.models import (
+    ROUND_TRIP_SETTINGS,
+    AuthMethod,
+    Credential,
+    GatewaySettings,
+    ProxyEntry,
+    sha256_hex,
+)
 from credentials.services import proxy_mask
 from gateway.kiro.proxies import proxy_url_problem
 from gateway.protocol.models import ConversionError, resolve_model
@@ -146,16 +153,17 @@ class CredentialForm(SecretFieldsMixin, forms.ModelForm):
 
 
 class GatewaySettingsForm(SecretFieldsMixin, forms.ModelForm):
-    secret_fields = ("proxy_password", "count_tokens_api_key", "admin_api_key", "github_token")
+    secret_fields = ("proxy_password", "count_tokens_api_key")
 
     class Meta:
         model = GatewaySettings
         formfield_callback = https_urls
-        # api_key is left out: the system client key is rotated from its client-key page.
+        # api_key is left out: the system client key is rotated from its client-key page; the
+        # round-trip fields are shown read-only (they only travel to config.json and back).
         fields = [
             f.name
             for f in GatewaySettings._meta.concrete_fields
-            if f.editable and f.name not in ("id", "api_key")
+            if f.editable and f.name not in ("id", "api_key", *ROUND_TRIP_SETTINGS)
         ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

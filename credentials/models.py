@@ -238,6 +238,21 @@ class CountTokensAuthType(models.TextChoices):
     BEARER = "bearer", "bearer"
 
 
+#: GatewaySettings fields kept only to write kiro-rs's config.json back: kiro.rs's own server,
+#: admin API and self-update. The admin shows them read-only; nothing here acts on them.
+ROUND_TRIP_SETTINGS = (
+    "host",
+    "port",
+    "admin_api_key",
+    "github_token",
+    "endpoints",
+    "update_auto_apply",
+    "update_auto_apply_time",
+    "update_previous_version",
+    "update_last_applied_at",
+)
+
+
 class GatewaySettings(models.Model):
     """The one row of runtime settings: every field of kiro-rs config.json (spec kiro-ops §1.3).
 

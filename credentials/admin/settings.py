@@ -19,6 +19,7 @@ from credentials.forms import (
     GatewaySettingsForm,
 )
 from credentials.models import (
+    ROUND_TRIP_SETTINGS,
     GatewaySettings,
 )
 
@@ -27,7 +28,12 @@ from credentials.models import (
 class GatewaySettingsAdmin(admin.ModelAdmin):
     form = GatewaySettingsForm
     formfield_overrides = URL_FIELDS
-    readonly_fields = ["updated_at"]
+    readonly_fields = [
+        "updated_at",
+        *(name for name in ROUND_TRIP_SETTINGS if name not in ("admin_api_key", "github_token")),
+        "admin_api_key_kept",
+        "github_token_kept",
+    ]
     fieldsets = [
         ("Pool", {"fields": [
             "load_balancing_mode", "max_attempts_per_credential", "max_attempts_per_request",
@@ -54,12 +60,21 @@ class GatewaySettingsAdmin(admin.ModelAdmin):
             "trace_enabled", "trace_retention_days", "usage_log_retention_days",
             "usage_record_retention_days",
         ]}),
-        ("kiro-rs interchange (kept for config.json export)", {"classes": ["collapse"], "fields": [
-            "host", "port", "admin_api_key", "github_token", "endpoints",
+        ("Kept only for the kiro-rs round trip (written back to config.json; this gateway does "
+         "not act on them)", {"classes": ["collapse"], "fields": [
+            "host", "port", "admin_api_key_kept", "github_token_kept", "endpoints",
             "update_auto_apply", "update_auto_apply_time", "update_previous_version",
             "update_last_applied_at", "updated_at",
         ]}),
     ]  # fmt: skip
+
+    @admin.display(description="admin API key (kiro.rs)")
+    def admin_api_key_kept(self, obj: GatewaySettings) -> str:
+        return "set (kept for export)" if obj.admin_api_key else "not set"
+
+    @admin.display(description="GitHub token (kiro.rs self-update)")
+    def github_token_kept(self, obj: GatewaySettings) -> str:
+        return "set (kept for export)" if obj.github_token else "not set"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -274,3 +274,34 @@ def test_no_secret_appears_on_the_result_page(kiro, as_role):
         truncated,
     ):
         assert secret not in html
+
+
+def test_imported_credentials_without_a_proxy_get_a_random_pool_proxy(kiro, as_role):
+    """Checklist item 123: only enabled, not unhealthy pool proxies are handed out; a
+    credential that brings its own proxy keeps it."""
+    from credentials.models import ProxyEntry, ProxyHealth
+
+    ProxyEntry.objects.create(url="http://pool-a.example:3128")
+    ProxyEntry.objects.create(url="http://pool-b.example:3128")
+    ProxyEntry.objects.create(url="http://off.example:3128", enabled=False)
+    ProxyEntry.objects.create(url="http://sick.example:3128", health=ProxyHealth.UNHEALTHY)
+    own = "socks5h://own.example:1080"
+    text = json.dumps(
+        [{"refreshToken": long_token(), "email": f"{n}@example.com"} for n in range(6)]
+        + [{"refreshToken": long_token(), "email": "own@example.com", "proxyUrl": own}]
+    )
+
+    post(as_role("operator"), text)
+
+    pool = {"http://pool-a.example:3128", "http://pool-b.example:3128"}
+    given = set(
+        Credential.objects.exclude(email="own@example.com").values_list("proxy_url", flat=True)
+    )
+    assert given <= pool and given
+    assert Credential.objects.get(email="own@example.com").proxy_url == own
+
+
+def test_without_a_pool_imported_credentials_stay_direct(kiro, as_role):
+    post(as_role("operator"), json.dumps([{"refreshToken": long_token()}]))
+
+    assert Credential.objects.get().proxy_url == ""
