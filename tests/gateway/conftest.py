@@ -102,9 +102,9 @@ def gateway(transactional_db, fake_kiro, settings) -> Iterator[Gateway]:
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def second_process(gateway: Gateway) -> Iterator[str]:
-    """Start another gateway process on the same Postgres database, in front of the same fake."""
+def gateway_process(gateway: Gateway, **env_overrides: str) -> Iterator[str]:
+    """Start another gateway process on the same Postgres database, in front of the same fake;
+    yield its base URL. Without REDIS_URL in `env_overrides` it runs without Redis."""
     if connection.vendor != "postgresql":
         pytest.skip(
             "two processes share one database on Postgres (SQLite tests use a file of "
@@ -123,6 +123,7 @@ def second_process(gateway: Gateway) -> Iterator[str]:
         "DJANGO_SETTINGS_MODULE": "kiro_site.settings",
     }
     env.pop("REDIS_URL", None)
+    env.update(env_overrides)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -156,3 +157,9 @@ def second_process(gateway: Gateway) -> Iterator[str]:
     yield url
     process.terminate()
     process.wait(timeout=15)
+
+
+@pytest.fixture
+def second_process(gateway: Gateway) -> Iterator[str]:
+    """Another gateway process on the same Postgres database (no Redis)."""
+    yield from gateway_process(gateway)

@@ -8,9 +8,12 @@ import json
 import httpx
 import openai
 import pytest
+import redis
 from django.core.cache import caches
+from django.test import override_settings
 
 from credentials.models import GatewaySettings
+from tests.gateway.conftest import gateway_process
 from usage import prompt_cache
 from usage.models import UsageRecord
 
@@ -26,6 +29,10 @@ def empty_store():
 
 
 def ask(gateway, question: str, *, stream: bool = False) -> dict:
+    return ask_at(gateway.base_url, gateway.key, question, stream=stream)
+
+
+def ask_at(base_url: str, key: str, question: str, *, stream: bool = False) -> dict:
     body = {
         "model": "claude-sonnet-4-5",
         "max_tokens": 64,
@@ -34,10 +41,7 @@ def ask(gateway, question: str, *, stream: bool = False) -> dict:
         "stream": stream,
     }
     response = httpx.post(
-        gateway.base_url + "/v1/messages",
-        json=body,
-        headers={"x-api-key": gateway.key},
-        timeout=30,
+        base_url + "/v1/messages", json=body, headers={"x-api-key": key}, timeout=30
     )
     assert response.status_code == 200, response.text[:300]
     if not stream:
@@ -106,3 +110,39 @@ def test_openai_clients_see_the_read_as_cached_tokens(gateway):
     # own automatic cache the figure is what the upstream reports.
     assert chat("one").prompt_tokens_details.cached_tokens == 0
     assert chat("two").prompt_tokens_details.cached_tokens == 0
+
+
+TEST_REDIS = "redis://127.0.0.1:6379/13"  # the tests' own Redis database, flushed
+
+
+@pytest.fixture
+def shared_store():
+    """This process's prompt-cache store on the tests' Redis database, as REDIS_URL sets it."""
+    server = redis.Redis.from_url(TEST_REDIS)
+    server.flushdb()
+    caches_setting = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        prompt_cache.ALIAS: {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": TEST_REDIS,
+            "KEY_PREFIX": "kiro",
+        },
+    }
+    with override_settings(CACHES=caches_setting):
+        yield
+    server.flushdb()
+
+
+def test_two_processes_sharing_redis_share_the_prompt_cache(gateway, shared_store):
+    gateway.add_credential()
+    other = gateway_process(gateway, REDIS_URL=TEST_REDIS)
+    base_url = next(other)
+    try:
+        first = ask(gateway, "asked here")
+        there = ask_at(base_url, gateway.key, "asked in the other process")
+    finally:
+        next(other, None)
+
+    assert first["cache_creation_input_tokens"] > 1000
+    assert there["cache_read_input_tokens"] > 1000
+    assert there["cache_creation_input_tokens"] == 0
