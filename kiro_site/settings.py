@@ -23,6 +23,9 @@ if _env_file.is_file():
 DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data")))
 if not DATA_DIR.is_absolute():
     DATA_DIR = (BASE_DIR / DATA_DIR).resolve()
+# DATA_DIR holds the encrypted secrets, the SQLite database and every usage log: what this
+# process creates is readable by its own user only (0700 folders, 0600 files).
+os.umask(0o077)
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
@@ -55,6 +58,22 @@ if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    # Behind TLS: plain-HTTP requests are redirected (the load balancer's /healthz probe is
+    # exempt) and browsers are told to stay on HTTPS. HSTS_SECONDS=0 turns HSTS off.
+    SECURE_SSL_REDIRECT = env.bool("SSL_REDIRECT", default=True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_HSTS_SECONDS = env.int("HSTS_SECONDS", default=31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("HSTS_PRELOAD", default=True)
+    # Turned off on purpose by the operator: `check --deploy` need not say it again.
+    SILENCED_SYSTEM_CHECKS = [
+        check
+        for check, on in (
+            ("security.W005", SECURE_HSTS_INCLUDE_SUBDOMAINS),
+            ("security.W021", SECURE_HSTS_PRELOAD),
+        )
+        if not on
+    ]
 
 INSTALLED_APPS = [
     "daphne",  # must precede staticfiles so `runserver` is the ASGI one
