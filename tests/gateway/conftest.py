@@ -102,16 +102,16 @@ def gateway(transactional_db, fake_kiro, settings) -> Iterator[Gateway]:
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def gateway_process(gateway: Gateway, **env_overrides: str) -> Iterator[str]:
-    """Start another gateway process on the same Postgres database, in front of the same fake;
-    yield its base URL. Without REDIS_URL in `env_overrides` it runs without Redis."""
+def gateway_env(gateway: Gateway, **env_overrides: str) -> dict[str, str]:
+    """The environment of another gateway process on this test's Postgres database, in front
+    of the same fake (skips the test on SQLite). Without REDIS_URL in `env_overrides` it runs
+    without Redis."""
     if connection.vendor != "postgresql":
         pytest.skip(
             "two processes share one database on Postgres (SQLite tests use a file of "
             "their own per test run)"
         )
     db = connection.settings_dict
-    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
@@ -124,36 +124,34 @@ def gateway_process(gateway: Gateway, **env_overrides: str) -> Iterator[str]:
     }
     env.pop("REDIS_URL", None)
     env.update(env_overrides)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "kiro_site.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--lifespan",
-            "off",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    return env
+
+
+def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 30) -> None:
+    """Wait until the process at `url` answers /healthz (kill it and fail if it never does)."""
+    deadline = time.monotonic() + seconds
     while True:
         try:
             if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                break
+                return
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline or process.poll() is not None:
             process.kill()
-            raise RuntimeError("the second gateway process did not start")
+            raise RuntimeError("the gateway process did not start")
         time.sleep(0.2)
+
+
+def gateway_process(gateway: Gateway, **env_overrides: str) -> Iterator[str]:
+    """Start another gateway process (uvicorn) on the same database, in front of the same
+    fake; yield its base URL."""
+    env = gateway_env(gateway, **env_overrides)
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "kiro_site.asgi:application"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen([*command, "--lifespan", "off"], cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, process)
     yield url
     process.terminate()
     process.wait(timeout=15)
