@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 import httpx
 from django.utils import timezone
 
-from credentials import kiro_files, metrics, selectors, services
+from credentials import kiro_files, metrics, selectors, services, tracing
 from credentials.asyncdb import db
 from credentials.selectors import GatewayConfig
 from gateway.kiro import auth as kiro_auth
@@ -141,7 +141,11 @@ async def _do_refresh(
         await _failed(access, invalid_grant=False)
         raise TokenError(problem)
     try:
-        response = await kiro_auth.refresh_request(access, config)
+        with tracing.child(
+            "kiro.token_refresh", {"credential.id": access.id, "auth_method": access.auth_method}
+        ) as span:
+            response = await kiro_auth.refresh_request(access, config)
+            tracing.set_attributes(span, {"http.status_code": response.status_code})
     except httpx.HTTPError as exc:
         metrics.observe_refresh("failure")
         await _failed(access, invalid_grant=False)

@@ -12,6 +12,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kiro_site.settings")
 # Build Django first: importing consumers (and their models) needs a configured app registry.
 django_asgi_app = get_asgi_application()
 
+from credentials import tracing  # noqa: E402
+
+tracing.configure()  # OpenTelemetry, when OTEL_EXPORTER_OTLP_ENDPOINT is set
+
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import time  # noqa: E402

@@ -104,7 +104,7 @@ class UsageRecordAdmin(ReadOnlyMixin, admin.ModelAdmin):
         NormalizerRuleFilter,
     ]
     list_select_related = ["client_key", "credential"]
-    search_fields = ["model_requested", "error_type", "error_message"]
+    search_fields = ["model_requested", "error_type", "error_message", "=trace_id"]
     inlines = [UpstreamAttemptInline]
 
     def get_urls(self) -> list[URLPattern]:

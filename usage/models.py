@@ -63,6 +63,9 @@ class UsageRecord(models.Model):
     first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     attempt_count = models.PositiveSmallIntegerField(default=0)
     normalizer_rules = models.JSONField(default=list, blank=True)
+    trace_id = models.CharField(
+        max_length=32, blank=True, help_text="OpenTelemetry trace id, when tracing is on."
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -7,6 +7,7 @@ import re
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -66,6 +67,8 @@ class UsageDraft:
         None  # the key's limits; settled in gateway.api.accounting.write_usage
     )
     trace: bool = True  # the trace_enabled setting: False writes no UpstreamAttempt rows
+    span: Any = None  # the request's OpenTelemetry span (credentials.tracing), when tracing
+    trace_id: str = ""
     # What the request already knows of its key, so that writing needs no look-up.
     key_name: str = ""
     key_is_system: bool = False
@@ -159,6 +162,7 @@ def usage_record_store(*, draft: UsageDraft) -> UsageRecord:
         "first_token_ms": draft.first_token_ms,
         "attempt_count": len(draft.attempts),
         "normalizer_rules": list(draft.normalizer_rules),
+        "trace_id": draft.trace_id,
     }
     record = UsageRecord(pk=fastsql.insert(UsageRecord, values), **values)
     record._state.adding = False

@@ -12,6 +12,7 @@ import time
 
 from django.db import transaction
 
+from credentials import tracing
 from credentials.asyncdb import db
 from credentials.limits import Reservation, limit_settle
 from usage import live
@@ -61,6 +62,8 @@ async def write_usage(draft: UsageDraft) -> None:
     if draft.written:
         return
     draft.written = True
+    if draft.span is not None:
+        _finish_span(draft)
     reservation, draft.reservation = draft.reservation, None  # settled exactly once
     task = asyncio.ensure_future(db(store_usage, draft, reservation))
     try:
@@ -77,6 +80,30 @@ async def write_usage(draft: UsageDraft) -> None:
         log.exception("could not write the usage record")
         return
     live.publish_soon(record)
+
+
+def _finish_span(draft: UsageDraft) -> None:
+    """End the request's span with what its record says (credentials.tracing)."""
+    tracing.finish(
+        draft.span,
+        {
+            "endpoint": draft.endpoint,
+            "client_key": draft.key_name,
+            "model.requested": draft.model_requested,
+            "model.sent": draft.model_sent,
+            "status": draft.status,
+            "http.status_code": draft.http_status,
+            "error.type": draft.error_type or None,
+            "tokens.input": draft.input_tokens,
+            "tokens.output": draft.output_tokens,
+            "tokens.cache_creation": draft.cache_creation_tokens,
+            "tokens.cache_read": draft.cache_read_tokens,
+            "credits": draft.credits,
+            "time_to_first_token_ms": draft.first_token_ms,
+            "attempts": len(draft.attempts),
+        },
+        error=draft.status != UsageStatus.SUCCESS,
+    )
 
 
 async def write_local(

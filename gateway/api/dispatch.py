@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from django.utils import timezone
 
-from credentials import model_cache, profiles, selectors, services, tokens
+from credentials import model_cache, profiles, selectors, services, tokens, tracing
 from credentials.asyncdb import db
 from credentials.pool import Candidate, choose, is_in_scope, self_heal_targets
 from credentials.selectors import GatewayConfig, KeyIdentity
@@ -275,6 +275,27 @@ def _take_prefetched(request: Request, credential_id: int) -> CredentialAccess |
 async def _attempt(
     request: Request, candidate: Candidate, forced: set[int]
 ) -> Connected | tuple[classify.Verdict, bool | None]:
+    """Try one credential once, in a span of its own when tracing (credentials.tracing)."""
+    if request.draft.span is None:
+        return await _try(request, candidate, forced, None)
+    number = len(request.draft.attempts)
+    span = tracing.start_child(
+        "kiro.attempt", {"credential.id": candidate.id, "attempt": number}, request.draft.span
+    )
+    try:
+        outcome = await _try(request, candidate, forced, span)
+    finally:
+        tried = request.draft.attempts[number:]
+        if tried:
+            tracing.set_attributes(span, {"http.status_code": tried[0].http_status})
+            tracing.set_attributes(span, {"outcome": str(tried[0].outcome)})
+        tracing.finish(span, {})
+    return outcome
+
+
+async def _try(
+    request: Request, candidate: Candidate, forced: set[int], span: Any
+) -> Connected | tuple[classify.Verdict, bool | None]:
     """Try one credential once. Return the open stream, or the verdict and whether to
     keep the credential eligible (False: exclude it)."""
     config = request.config
@@ -284,6 +305,7 @@ async def _attempt(
         access = await db(selectors.credential_access, credential_id=candidate.id, config=config)
     if access is None:
         return classify.Verdict(Outcome.UNKNOWN, Action.SWITCH), False
+    tracing.set_attributes(span, {"region": access.api_region, "endpoint": access.endpoint})
     record = AttemptDraft(
         credential_id=access.id,
         endpoint=access.endpoint,

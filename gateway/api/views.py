@@ -16,7 +16,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from credentials import limits, selectors
+from credentials import limits, selectors, tracing
 from credentials.asyncdb import db
 from credentials.selectors import GatewayConfig, KeyIdentity
 from gateway.api import accounting, auth, dispatch, remote_count, resolution, search
@@ -86,16 +86,19 @@ def _validate_messages_body(body: dict[str, Any]) -> None:
 
 def _draft(endpoint: str, key: KeyIdentity | None) -> UsageDraft:
     if key is None:
-        return usage_draft_track(UsageDraft(endpoint=endpoint))
-    return usage_draft_track(
-        UsageDraft(
+        draft = UsageDraft(endpoint=endpoint)
+    else:
+        draft = UsageDraft(
             endpoint=endpoint,
             client_key_id=key.id,
             key_name=key.name,
             key_is_system=key.is_system,
             key_last_used_at=key.last_used_at,
         )
-    )
+    if tracing.ENABLED:  # the request's span ends when its record is written (accounting)
+        draft.span = tracing.start_request(endpoint)
+        draft.trace_id = tracing.trace_id(draft.span)
+    return usage_draft_track(draft)
 
 
 async def authenticate(

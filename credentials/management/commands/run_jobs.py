@@ -17,7 +17,9 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="run each due job once and exit")
 
     def handle(self, *args: object, **options: object) -> None:
-        from credentials import jobs  # the command lives in credentials; gateway imports it
+        from credentials import jobs, tracing
+
+        tracing.configure()  # token refreshes of the jobs are traced too
 
         if options["once"]:
             results = asyncio.run(jobs.run_once())
