@@ -670,6 +670,23 @@ class Slow:
     gap_max: float
     first_p99: float
     note: str = ""
+    health_p50: float = float("nan")  # GET /healthz while the streams run (gateways only)
+    health_max: float = float("nan")
+
+
+async def poll_health(target: Target, stop: asyncio.Event) -> list[float]:
+    """Time GET /healthz every 250 ms until `stop`, as a load balancer's probe would."""
+    origin = target.url.split("/v1/", 1)[0].split("/cc/", 1)[0]
+    latencies = []
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        while not stop.is_set():
+            started = time.perf_counter()
+            with contextlib.suppress(httpx.HTTPError):
+                await client.get(origin + "/healthz")
+                latencies.append(time.perf_counter() - started)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.25)
+    return latencies
 
 
 async def phase_slow(target: Target, plan: Plan) -> Slow:
@@ -691,6 +708,7 @@ async def phase_slow(target: Target, plan: Plan) -> Slow:
     # event rather than as errors; real SDK clients wait minutes.
     async with new_client(n * 2 + 16, read=60.0) as client:
         sampler = asyncio.create_task(sample())
+        health = asyncio.create_task(poll_health(target, stop)) if target.pid else None
         step = plan.slow_open_over / n
 
         async def delayed(i: int) -> StreamResult:
@@ -705,6 +723,7 @@ async def phase_slow(target: Target, plan: Plan) -> Slow:
         await asyncio.gather(*pending, return_exceptions=True)
         stop.set()
         await sampler
+        probes = await health if health is not None else []
     results = [t.result() for t in done]
     results += [StreamResult(error=f"not done after {bound:.0f} s") for _ in pending]
     gaps = [g for r in results for g in r.gaps]
@@ -721,6 +740,8 @@ async def phase_slow(target: Target, plan: Plan) -> Slow:
         gap_max=max(gaps, default=float("nan")) * 1000,
         first_p99=pct(firsts, 99) * 1000,
         note=errors_summary(results),
+        health_p50=pct(probes, 50) * 1000 if probes else float("nan"),
+        health_max=max(probes) * 1000 if probes else float("nan"),
     )
 
 
@@ -899,7 +920,7 @@ def report(plan: Plan, outcomes: dict[str, Outcome]) -> str:
         s = out.slow
         if s is None:
             if out.failure or "slow" not in plan.phases:
-                rows.append([name, out.failure or "-", *["-"] * 10])
+                rows.append([name, out.failure or "-", *["-"] * 12])
             continue
         per_stream = (
             (s.rss_peak - s.rss_idle) / s.opened
@@ -918,9 +939,16 @@ def report(plan: Plan, outcomes: dict[str, Outcome]) -> str:
                 f1(s.gap_p99),
                 f1(s.gap_max),
                 f1(s.first_p99),
+                f1(s.health_p50),
+                f1(s.health_max),
                 "-"
                 if per_stream is None
-                else verdict(s.completed == s.opened and s.errors == 0 and per_stream <= 60),
+                else verdict(
+                    s.completed == s.opened
+                    and s.errors == 0
+                    and per_stream <= 60
+                    and s.health_max <= 100
+                ),
                 s.note,
             ]
         )
@@ -940,7 +968,9 @@ def report(plan: Plan, outcomes: dict[str, Outcome]) -> str:
                 "gap p99 ms",
                 "gap max ms",
                 "TTFE p99 ms",
-                "goal: all, 0 err, <= 60 KB",
+                "healthz p50 ms",
+                "healthz max ms",
+                "goal: all, 0 err, <= 60 KB, healthz <= 100 ms",
                 "errors",
             ],
             rows,

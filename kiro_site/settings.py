@@ -227,6 +227,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else 
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("KIRO_MAX_BODY_BYTES", default=50 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
+# How long /healthz reuses its database probe (gateway/api/health.py).
+KIRO_HEALTH_CACHE_SECS = env.float("KIRO_HEALTH_CACHE_SECS", default=2.0)
+
 # Inbound images over these limits are downscaled and re-encoded as JPEG (kiro.rs's variables
 # and defaults, checklist item 169); KIRO_RS_IMAGE_RESIZE=off sends every image unchanged.
 KIRO_IMAGE_RESIZE = env.bool("KIRO_RS_IMAGE_RESIZE", default=True)

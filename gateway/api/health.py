@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -36,9 +38,30 @@ def _database_status() -> dict[str, object]:
     }
 
 
+# A load balancer's probe must not queue behind the requests' database work: the probe runs
+# on a thread of its own, at most once per KIRO_HEALTH_CACHE_SECS, and every probe in between
+# answers from the last result without leaving the event loop.
+_probe_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthz")
+_last: tuple[float, dict[str, object]] | None = None
+_probing: asyncio.Future | None = None
+
+
+async def _database() -> dict[str, object]:
+    global _last, _probing
+    now = time.monotonic()
+    ttl = float(getattr(settings, "KIRO_HEALTH_CACHE_SECS", 2.0))
+    if _last is not None and now - _last[0] < ttl:
+        return _last[1]
+    if _probing is None or _probing.done():
+        _probing = asyncio.get_running_loop().run_in_executor(_probe_thread, _database_status)
+    status = await asyncio.shield(_probing)
+    _last = (time.monotonic(), status)
+    return status
+
+
 async def healthz(request: HttpRequest) -> JsonResponse:
     """Report liveness and database reachability for load balancers."""
-    database = await sync_to_async(_database_status, thread_sensitive=False)()
+    database = await _database()
     status = 200 if database["ok"] else 503
     return JsonResponse(
         {"status": "ok" if database["ok"] else "degraded", "database": database}, status=status
