@@ -86,6 +86,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "axes",  # admin login throttling
+    "django_otp",  # the optional second factor of staff (ADMIN_OTP_REQUIRED)
+    "django_otp.plugins.otp_totp",
     "credentials",
     "usage",
     "gateway",
@@ -98,6 +100,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",  # last: turns a lockout into its 429 page
@@ -115,6 +118,10 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("ADMIN_LOGIN_COOLOFF_MINUTES", def
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
+# ADMIN_OTP_REQUIRED=true: staff sign in with their password and a TOTP code (django-otp); set
+# up each staff member's device first (admin → TOTP devices), or they cannot sign in.
+ADMIN_OTP_REQUIRED = env.bool("ADMIN_OTP_REQUIRED", default=False)
+OTP_TOTP_ISSUER = "kiro-gateway"
 
 ROOT_URLCONF = "kiro_site.urls"
 ASGI_APPLICATION = "kiro_site.asgi.application"

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import path, re_path
+from django_otp.admin import OTPAdminSite
 
 from gateway.api import edge, health, openai_views
 from gateway.api import views as gateway_views
 
+if settings.ADMIN_OTP_REQUIRED:
+    # Staff are then verified by a TOTP device as well (django-otp's admin site).
+    admin.site.__class__ = OTPAdminSite
 admin.site.site_header = "kiro-gateway"
 admin.site.site_title = "kiro-gateway"
 admin.site.index_title = "Gateway administration"
