@@ -48,7 +48,8 @@ def test_compose_runs_postgres_redis_replicas_and_the_job_runner():
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
 
-    assert set(services) == {"postgres", "redis", "setup", "gateway", "jobs"}
+    assert set(services) == {"postgres", "redis", "setup", "gateway", "jobs", "otel-collector"}
+    assert services["otel-collector"]["profiles"] == ["otel"]  # optional
     gateway, jobs, setup = services["gateway"], services["jobs"], services["setup"]
     assert gateway["command"] == ["serve", "--no-jobs"] and gateway["deploy"]["replicas"] >= 2
     assert jobs["command"] == ["run_jobs"] and setup["command"] == ["bootstrap"]
@@ -58,6 +59,7 @@ def test_compose_runs_postgres_redis_replicas_and_the_job_runner():
             "redis://"
         )
         assert "gateway-data:/data" in service["volumes"]
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" in env
     for service in (gateway, jobs):
         assert service["depends_on"]["setup"]["condition"] == "service_completed_successfully"
     assert set(setup["depends_on"]) == {"postgres", "redis"}
