@@ -68,3 +68,23 @@ def test_behind_tls_plain_http_is_redirected_but_the_health_probe_is_not():
     assert client.get("/healthz").status_code == 200
     secure = client.get("/healthz", HTTP_X_FORWARDED_PROTO="https")
     assert secure.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+
+
+def test_the_sqlite_wal_is_private_too(tmp_path):
+    data = tmp_path / "wal"
+    assert manage(data, "migrate", "--noinput", "-v", "0").returncode == 0
+    # A write while the connection stays open leaves the WAL file beside the database.
+    script = (
+        "import os, stat\n"
+        "from credentials.models import GatewaySettings\n"
+        "GatewaySettings.load().save()\n"
+        "wal = os.path.join(os.environ['DATA_DIR'], 'db.sqlite3-wal')\n"
+        "print(os.path.exists(wal), "
+        "oct(stat.S_IMODE(os.stat(wal).st_mode)) if os.path.exists(wal) else '-')\n"
+    )
+
+    done = manage(data, "shell", "-c", script)
+
+    assert done.returncode == 0, done.stderr
+    exists, mode = done.stdout.split()[-2:]
+    assert exists == "True" and mode == "0o600"
