@@ -13,11 +13,11 @@ from django.http import (
 )
 from django.template.response import TemplateResponse
 
-from credentials import (  # admin views are the console; they call gateway's I/O
+from credentials import (
     operations,
     services,
 )
-from credentials.admin.common import num
+from credentials.admin.common import CredentialPageBase, num
 from credentials.forms import (
     AssignProxyForm,
     GroupEditForm,
@@ -27,12 +27,12 @@ from credentials.models import (
 )
 
 
-class CredentialActions:
+class CredentialActions(CredentialPageBase):
     """Admin actions on selected credentials: mixed into CredentialAdmin."""
 
     # One credential at a time; each reports through message_user and logs to the history.
 
-    def _refresh_one(self, request: HttpRequest, obj: Credential) -> bool:
+    def refresh_one(self, request: HttpRequest, obj: Credential) -> bool:
         try:
             expiry = operations.run_sync(operations.refresh_token, credential_id=obj.pk)
         except operations.OperationError as exc:
@@ -42,7 +42,7 @@ class CredentialActions:
         self.message_user(request, f"{obj}: token refreshed, expires {expiry}.", messages.SUCCESS)
         return True
 
-    def _balance_one(self, request: HttpRequest, obj: Credential, *, force: bool = False) -> bool:
+    def balance_one(self, request: HttpRequest, obj: Credential, *, force: bool = False) -> bool:
         try:
             result = operations.run_sync(
                 operations.check_balance, credential_id=obj.pk, force=force
@@ -61,7 +61,7 @@ class CredentialActions:
         )
         return True
 
-    def _overage_one(self, request: HttpRequest, obj: Credential, enabled: bool) -> bool:
+    def overage_one(self, request: HttpRequest, obj: Credential, enabled: bool) -> bool:
         try:
             status = operations.run_sync(
                 operations.set_overage, credential_id=obj.pk, enabled=enabled
@@ -76,24 +76,24 @@ class CredentialActions:
     @admin.action(description="Refresh token now", permissions=["change"])
     def refresh_token_now(self, request: HttpRequest, queryset: QuerySet[Credential]) -> None:
         for obj in queryset:
-            self._refresh_one(request, obj)
+            self.refresh_one(request, obj)
 
     @admin.action(description="Check balance (cached 5 minutes)", permissions=["change"])
     def check_balance(self, request: HttpRequest, queryset: QuerySet[Credential]) -> None:
         for obj in queryset:
-            self._balance_one(request, obj)
+            self.balance_one(request, obj)
 
     @admin.action(description="Enable overage (where supported)", permissions=["change"])
     def overage_on(self, request: HttpRequest, queryset: QuerySet[Credential]) -> None:
         for obj in queryset:
             if obj.overage_status == "ENABLED":
                 continue  # spec #134: "enable for all" skips those already enabled
-            self._overage_one(request, obj, True)
+            self.overage_one(request, obj, True)
 
     @admin.action(description="Disable overage", permissions=["change"])
     def overage_off(self, request: HttpRequest, queryset: QuerySet[Credential]) -> None:
         for obj in queryset:
-            self._overage_one(request, obj, False)
+            self.overage_one(request, obj, False)
 
     @admin.action(description="Verify (live balance check) …", permissions=["change"])
     def bulk_verify(
@@ -119,7 +119,7 @@ class CredentialActions:
                 objects[item.credential_id],
                 f"Verified: {'ok' if item.ok else 'failed'} (admin)",
             )
-        context = self._ops_context(request, None, "Verification results")
+        context = self.ops_context(request, None, "Verification results")
         context.update(
             rows=[(objects[i.credential_id], i) for i in items],
             failed_ids=[i.credential_id for i in items if not i.ok],
@@ -153,7 +153,7 @@ class CredentialActions:
         title: str,
         submit: str,
     ) -> TemplateResponse:
-        context = self._ops_context(request, None, title)
+        context = self.ops_context(request, None, title)
         context.update(
             form=form,
             action=action,

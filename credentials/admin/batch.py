@@ -18,15 +18,16 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
-from credentials import (  # admin views are the console; they call gateway's I/O
+from credentials import (
     batch_import,
     operations,
     services,
 )
-from credentials.admin.common import usage_text
+from credentials.admin.common import CredentialPageBase, usage_text
 from credentials.asyncdb import db
 from credentials.models import (
     Credential,
@@ -36,15 +37,31 @@ log = logging.getLogger(__name__)
 BATCH_IMPORT_TEMPLATE = "admin/credentials/credential/batch_import.html"
 
 
-class BatchImportPages:
+class BatchImportPages(CredentialPageBase):
     """batch_import_view, batch_import_stream_view: mixed into CredentialAdmin."""
+
+    def batch_import_urls(self) -> list:
+        """The batch import pages' URLs (routed by CredentialAdmin.get_urls)."""
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "batch-import/",
+                wrap(self.batch_import_view),
+                name="credentials_credential_batch_import",
+            ),
+            path(
+                "batch-import/stream/",
+                wrap(self.batch_import_stream_view),
+                name="credentials_credential_batch_import_stream",
+            ),
+        ]
 
     @method_decorator(sensitive_post_parameters())
     def batch_import_view(self, request: HttpRequest) -> HttpResponse:
         """Import pasted/uploaded credential arrays or KAM exports; report each item (#118-#123)."""
         if not self.has_add_permission(request):
             raise PermissionDenied
-        context = self._ops_context(request, None, "Batch import accounts")
+        context = self.ops_context(request, None, "Batch import accounts")
         if request.method != "POST":
             return TemplateResponse(request, BATCH_IMPORT_TEMPLATE, context)
         texts = batch_texts(request)

@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from credentials import (  # admin views are the console; they call gateway's I/O
+from credentials import (
     limits,
     services,
 )

@@ -1,15 +1,23 @@
 """What every admin page of the credentials app shares: no secret in a lookup, downloads,
-and the formatting of balances."""
+the formatting of balances, and the plumbing of the credential console's pages."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.http import (
     HttpRequest,
     HttpResponse,
+    HttpResponseRedirect,
+)
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+
+from credentials.models import (
+    Credential,
 )
 
 log = logging.getLogger(__name__)
@@ -57,3 +65,30 @@ def usage_text(balance: Any) -> str | None:
     if not isinstance(balance, dict):
         return None
     return f"{round(balance.get('current_usage') or 0)}/{round(balance.get('usage_limit') or 0)}"
+
+
+class CredentialPageBase:
+    """What the credential console's page and action mixins share (mixed into CredentialAdmin).
+
+    Public because the mixins live in modules of their own and call each other's through it.
+    """
+
+    def ops_object(self, request: HttpRequest, object_id: int) -> Credential:
+        """Return the credential if the user may run operations on it, else raise 403."""
+        obj = get_object_or_404(Credential, pk=object_id)
+        if not self.has_change_permission(request, obj):  # type: ignore[attr-defined]
+            raise PermissionDenied
+        return obj
+
+    def ops_context(self, request: HttpRequest, obj: Credential | None, title: str) -> dict:
+        """The template context of a console page: the admin's, the credential, the title."""
+        return {
+            **self.admin_site.each_context(request),  # type: ignore[attr-defined]
+            "opts": self.model._meta,  # type: ignore[attr-defined]
+            "original": obj,
+            "title": title,
+        }
+
+    def back_to(self, obj: Credential) -> HttpResponseRedirect:
+        """Redirect to the credential's change page."""
+        return HttpResponseRedirect(reverse("admin:credentials_credential_change", args=[obj.pk]))

@@ -11,16 +11,15 @@ from django.http import (
     HttpResponse,
     HttpResponseRedirect,
 )
-from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from credentials import (  # admin views are the console; they call gateway's I/O
+from credentials import (
     operations,
     services,
 )
-from credentials.admin.common import num
+from credentials.admin.common import CredentialPageBase, num
 from credentials.forms import (
     ModelTestForm,
 )
@@ -29,7 +28,7 @@ from credentials.models import (
 )
 
 
-class ConsolePages:
+class ConsolePages(CredentialPageBase):
     """The operations console of one credential or the pool: mixed into CredentialAdmin."""
 
     @admin.display(description="balance (used / limit)")
@@ -81,7 +80,8 @@ class ConsolePages:
             obj.balance_checked_at.strftime("%Y-%m-%d %H:%M:%S") if obj.balance_checked_at else "?",
         )
 
-    def _ops_urls(self) -> list:
+    def console_urls(self) -> list:
+        """The console pages' URLs (routed by CredentialAdmin.get_urls)."""
         wrap = self.admin_site.admin_view
         return [
             path(
@@ -119,80 +119,36 @@ class ConsolePages:
                 wrap(self.overage_all_view),
                 name="credentials_credential_overage_all",
             ),
-            path(
-                "batch-import/stream/",
-                wrap(self.batch_import_stream_view),
-                name="credentials_credential_batch_import_stream",
-            ),
-            path("login/", wrap(self.login_view), name="credentials_credential_login"),
-            path(
-                "<int:object_id>/relogin/",
-                wrap(self.relogin_view),
-                name="credentials_credential_relogin",
-            ),
-            path(
-                "login/<str:sid>/",
-                wrap(self.login_session_view),
-                name="credentials_credential_login_session",
-            ),
-            path(
-                "login/<str:sid>/poll/",
-                wrap(self.login_poll_view),
-                name="credentials_credential_login_poll",
-            ),
-            path(
-                "login/<str:sid>/complete/",
-                wrap(self.login_complete_view),
-                name="credentials_credential_login_complete",
-            ),
         ]
-
-    def _ops_object(self, request: HttpRequest, object_id: int) -> Credential:
-        """Return the credential if the user may run operations on it, else raise 403."""
-        obj = get_object_or_404(Credential, pk=object_id)
-        if not self.has_change_permission(request, obj):
-            raise PermissionDenied
-        return obj
-
-    def _ops_context(self, request: HttpRequest, obj: Credential | None, title: str) -> dict:
-        return {
-            **self.admin_site.each_context(request),
-            "opts": self.model._meta,
-            "original": obj,
-            "title": title,
-        }
-
-    def _back(self, obj: Credential) -> HttpResponseRedirect:
-        return HttpResponseRedirect(reverse("admin:credentials_credential_change", args=[obj.pk]))
 
     def refresh_token_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         """Force a token refresh of one credential (POST)."""
-        obj = self._ops_object(request, object_id)
+        obj = self.ops_object(request, object_id)
         if request.method != "POST":
             return HttpResponse(status=405)
-        self._refresh_one(request, obj)
-        return self._back(obj)
+        self.refresh_one(request, obj)
+        return self.back_to(obj)
 
     def balance_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         """Check one credential's balance (POST; cached 5 minutes)."""
-        obj = self._ops_object(request, object_id)
+        obj = self.ops_object(request, object_id)
         if request.method != "POST":
             return HttpResponse(status=405)
-        self._balance_one(request, obj, force="force" in request.POST)
-        return self._back(obj)
+        self.balance_one(request, obj, force="force" in request.POST)
+        return self.back_to(obj)
 
     def overage_view(self, request: HttpRequest, object_id: int, state: str) -> HttpResponse:
         """Switch overage on or off for one credential (POST)."""
-        obj = self._ops_object(request, object_id)
+        obj = self.ops_object(request, object_id)
         if request.method != "POST" or state not in ("on", "off"):
             return HttpResponse(status=405)
-        self._overage_one(request, obj, state == "on")
-        return self._back(obj)
+        self.overage_one(request, obj, state == "on")
+        return self.back_to(obj)
 
     def models_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         """List the models this credential may call, live from ListAvailableModels."""
-        obj = self._ops_object(request, object_id)
-        context = self._ops_context(request, obj, f"Available models of {obj}")
+        obj = self.ops_object(request, object_id)
+        context = self.ops_context(request, obj, f"Available models of {obj}")
         try:
             context["models"] = operations.run_sync(operations.list_models, credential_id=obj.pk)
         except operations.OperationError as exc:
@@ -203,8 +159,8 @@ class ConsolePages:
 
     def test_model_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         """Send one minimal real request to a chosen model as this credential (spec §8.3)."""
-        obj = self._ops_object(request, object_id)
-        context = self._ops_context(request, obj, f"Test a model as {obj}")
+        obj = self.ops_object(request, object_id)
+        context = self.ops_context(request, obj, f"Test a model as {obj}")
         models = list(obj.available_models or [])
         if not models:
             try:
@@ -242,7 +198,7 @@ class ConsolePages:
                 request, f"Deleted {len(ids)} disabled credential(s).", messages.SUCCESS
             )
             return HttpResponseRedirect(reverse("admin:credentials_credential_changelist"))
-        context = self._ops_context(request, None, "Delete all disabled credentials?")
+        context = self.ops_context(request, None, "Delete all disabled credentials?")
         context["credentials"] = disabled
         return TemplateResponse(
             request, "admin/credentials/credential/clear_disabled.html", context

@@ -12,13 +12,12 @@ from django.http import (
     HttpRequest,
     HttpResponse,
 )
-from django.urls import path
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
-from credentials import (  # admin views are the console; they call gateway's I/O
+from credentials import (
     operations,
     services,
 )
@@ -191,20 +190,12 @@ class CredentialAdmin(
         return super().changelist_view(request, extra_context)
 
     def get_urls(self) -> list:
-        wrap = self.admin_site.admin_view
+        # Each page module routes its own pages; Django's own (with their catch-all) come last.
         return [
-            path("import-kiro/", wrap(self.import_view), name="credentials_kiro_import"),
-            path(
-                "batch-import/",
-                wrap(self.batch_import_view),
-                name="credentials_credential_batch_import",
-            ),
-            *self._ops_urls(),
-            path(
-                "export-kiro/<str:which>.json",
-                wrap(self.export_view),
-                name="credentials_kiro_export",
-            ),
+            *self.kiro_file_urls(),
+            *self.batch_import_urls(),
+            *self.console_urls(),
+            *self.login_urls(),
             *super().get_urls(),
         ]
 

@@ -13,11 +13,11 @@ from django.http import (
     HttpResponseRedirect,
 )
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
-from credentials import (  # admin views are the console; they call gateway's I/O
+from credentials import (
     crypto,
     services,
 )
@@ -36,6 +36,18 @@ IMPORT_SESSION_KEY = "kiro_import_pending"
 
 class KiroFilePages:
     """export_view, import_view: mixed into CredentialAdmin, routed by its get_urls."""
+
+    def kiro_file_urls(self) -> list:
+        """The kiro-rs import and export URLs (routed by CredentialAdmin.get_urls)."""
+        wrap = self.admin_site.admin_view
+        return [
+            path("import-kiro/", wrap(self.import_view), name="credentials_kiro_import"),
+            path(
+                "export-kiro/<str:which>.json",
+                wrap(self.export_view),
+                name="credentials_kiro_export",
+            ),
+        ]
 
     def export_view(self, request: HttpRequest, which: str) -> HttpResponse:
         if not self.has_export_kiro_permission(request):

@@ -13,13 +13,14 @@ from django.http import (
     JsonResponse,
 )
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
-from credentials import (  # admin views are the console; they call gateway's I/O
+from credentials import (
     login,
 )
+from credentials.admin.common import CredentialPageBase
 from credentials.forms import (
     IdcLoginForm,
     SocialCompleteForm,
@@ -33,8 +34,35 @@ LOGIN_TEMPLATE = "admin/credentials/credential/login.html"
 LOGIN_SESSION_TEMPLATE = "admin/credentials/credential/login_session.html"
 
 
-class LoginPages:
+class LoginPages(CredentialPageBase):
     """login_view, relogin_view and the session pages: mixed into CredentialAdmin."""
+
+    def login_urls(self) -> list:
+        """The login pages' URLs (routed by CredentialAdmin.get_urls)."""
+        wrap = self.admin_site.admin_view
+        return [
+            path("login/", wrap(self.login_view), name="credentials_credential_login"),
+            path(
+                "<int:object_id>/relogin/",
+                wrap(self.relogin_view),
+                name="credentials_credential_relogin",
+            ),
+            path(
+                "login/<str:sid>/",
+                wrap(self.login_session_view),
+                name="credentials_credential_login_session",
+            ),
+            path(
+                "login/<str:sid>/poll/",
+                wrap(self.login_poll_view),
+                name="credentials_credential_login_poll",
+            ),
+            path(
+                "login/<str:sid>/complete/",
+                wrap(self.login_complete_view),
+                name="credentials_credential_login_complete",
+            ),
+        ]
 
     @method_decorator(sensitive_post_parameters())
     def login_view(self, request: HttpRequest) -> HttpResponse:
@@ -46,12 +74,12 @@ class LoginPages:
     @method_decorator(sensitive_post_parameters())
     def relogin_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         """Log an existing credential in again, keeping its id, priority, groups and email."""
-        obj = self._ops_object(request, object_id)
+        obj = self.ops_object(request, object_id)
         if obj.auth_method not in ("social", "idc"):
             self.message_user(
                 request, "Only Social and IdC credentials can log in again.", messages.ERROR
             )
-            return self._back(obj)
+            return self.back_to(obj)
         return self._login_start(request, obj)
 
     def _login_start(self, request: HttpRequest, obj: Credential | None) -> HttpResponse:
@@ -68,7 +96,7 @@ class LoginPages:
         )
         social_form = SocialLoginForm(request.POST if flow == "social" else None, relogin=relogin)
         title = f"Log {obj} in again" if obj else "Add a credential by login"
-        context = self._ops_context(request, obj, title)
+        context = self.ops_context(request, obj, title)
         context.update(idc_form=idc_form, social_form=social_form, relogin=relogin)
         started = None
         if flow == "social" and obj is not None and obj.auth_method != "social":
@@ -114,7 +142,7 @@ class LoginPages:
             if not self.has_add_permission(request):
                 raise PermissionDenied
         else:
-            self._ops_object(request, found.credential_id)
+            self.ops_object(request, found.credential_id)
         return found
 
     def login_session_view(self, request: HttpRequest, sid: str) -> HttpResponse:
@@ -133,7 +161,7 @@ class LoginPages:
         status: int = 200,
     ) -> HttpResponse:
         obj = Credential.objects.filter(pk=found.credential_id).first() if found else None
-        context = self._ops_context(request, obj, "Log in")
+        context = self.ops_context(request, obj, "Log in")
         context.update(
             session=found,
             sid=sid,

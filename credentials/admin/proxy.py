@@ -13,7 +13,7 @@ from django.http import (
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from credentials import (  # admin views are the console; they call gateway's I/O
+from credentials import (
     operations,
     services,
 )
