@@ -27,6 +27,26 @@ from credentials.models import (
     Credential,
 )
 
+# The overage capabilities that mean "cannot have overage" (spec kiro-ops #135).
+NOT_OVERAGE_CAPABLE = ("NOT_OVERAGE_CAPABLE", "NOT_AVAILABLE")
+
+
+def overage_candidates() -> tuple[dict[int, Credential], int, int]:
+    """Sort the enabled credentials for "enable overage on all" (#134).
+
+    Return the candidates by id, the count already enabled and the count not capable.
+    """
+    candidates: dict[int, Credential] = {}
+    already = not_capable = 0
+    for obj in Credential.objects.filter(enabled=True).order_by("pk"):
+        if obj.overage_status == "ENABLED":
+            already += 1
+        elif obj.overage_capability in NOT_OVERAGE_CAPABLE:
+            not_capable += 1
+        else:  # capable, or not known yet: the operation checks the balance first
+            candidates[obj.pk] = obj
+    return candidates, already, not_capable
+
 
 class ConsolePages(CredentialPageBase):
     """The operations console of one credential or the pool: mixed into CredentialAdmin."""
@@ -50,7 +70,7 @@ class ConsolePages(CredentialPageBase):
     @admin.display(description="overage")
     def overage_column(self, obj: Credential) -> str:
         # spec kiro-ops #135: enabled / disabled / not supported / unknown
-        if obj.overage_capability in ("NOT_OVERAGE_CAPABLE", "NOT_AVAILABLE"):
+        if obj.overage_capability in NOT_OVERAGE_CAPABLE:
             return "not supported"
         if obj.overage_status == "ENABLED":
             return "enabled"
@@ -210,15 +230,7 @@ class ConsolePages(CredentialPageBase):
             raise PermissionDenied
         if request.method != "POST":
             return HttpResponse(status=405)
-        candidates: dict[int, Credential] = {}
-        already = not_capable = 0
-        for obj in Credential.objects.filter(enabled=True).order_by("pk"):
-            if obj.overage_status == "ENABLED":
-                already += 1
-            elif obj.overage_capability in ("NOT_OVERAGE_CAPABLE", "NOT_AVAILABLE"):
-                not_capable += 1
-            else:  # capable, or not known yet: the operation checks the balance first
-                candidates[obj.pk] = obj
+        candidates, already, not_capable = overage_candidates()
         outcomes = operations.run_sync(
             operations.enable_overage_all, credential_ids=list(candidates)
         )
