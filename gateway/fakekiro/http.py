@@ -247,10 +247,19 @@ class HttpServer:
             )
         )
         writer.write(head)
-        for action in actions:
+        # A response that runs to its end counts as complete just before its last bytes go out,
+        # so that a client which has read the whole response already sees its effect.
+        writes = [i for i, a in enumerate(actions) if isinstance(a, Write) and a.data]
+        last = writes[-1] if writes else -1
+        completes = not any(isinstance(a, Abort) for a in actions)
+        if completes and last < 0 and response.on_complete is not None:
+            response.on_complete()
+        for index, action in enumerate(actions):
             if isinstance(action, Write):
                 if not action.data:
                     continue
+                if completes and index == last and response.on_complete is not None:
+                    response.on_complete()
                 writer.write(conn.send(h11.Data(data=action.data)))
                 await writer.drain()
             elif isinstance(action, Sleep):
@@ -264,8 +273,6 @@ class HttpServer:
                 return None
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
-        if response.on_complete is not None:
-            response.on_complete()
         return conn.our_state is h11.DONE
 
     @staticmethod
