@@ -6,6 +6,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8990
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_DATA_DIR := $(CURDIR)/data/test
+# The Redis tests' own database on the machine's Redis (flushed by every test that uses it).
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 
 .PHONY: run test test-sqlite test-postgres lint fakekiro bench clean chromium
 
@@ -44,12 +46,12 @@ chromium:
 
 test-sqlite: $(VENV)/.installed-test chromium
 	@echo "== pytest on SQLite =="
-	env -u DATABASE_URL -u REDIS_URL DATA_DIR="$(TEST_DATA_DIR)" $(BIN)/python -m pytest
+	env -u DATABASE_URL -u REDIS_URL TEST_REDIS_URL="$(TEST_REDIS_URL)" DATA_DIR="$(TEST_DATA_DIR)" $(BIN)/python -m pytest
 
 test-postgres: $(VENV)/.installed-test chromium
 	@if $(BIN)/python -c "import psycopg,sys; psycopg.connect(sys.argv[1], connect_timeout=3).close()" "$(TEST_DATABASE_URL)" 2>/dev/null; then \
 		echo "== pytest on Postgres ($(TEST_DATABASE_URL)) =="; \
-		env -u REDIS_URL DATA_DIR="$(TEST_DATA_DIR)" DATABASE_URL="$(TEST_DATABASE_URL)" $(BIN)/python -m pytest; \
+		env -u REDIS_URL TEST_REDIS_URL="$(TEST_REDIS_URL)" DATA_DIR="$(TEST_DATA_DIR)" DATABASE_URL="$(TEST_DATABASE_URL)" $(BIN)/python -m pytest; \
 	else \
 		echo ""; \
 		echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"; \

@@ -181,27 +181,35 @@ def _database() -> dict[str, object]:
 DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env.str("REDIS_URL", default="")
-if REDIS_URL:
-    CACHES = {
+
+def redis_backends(url: str) -> tuple[dict, dict]:
+    """The CACHES and CHANNEL_LAYERS of every process sharing the Redis at `url` (the tests
+    use it too, on a database of their own)."""
+    caches = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
+            "LOCATION": url,
             "KEY_PREFIX": "kiro",
         },
         # usage.prompt_cache: the simulated prompt cache, shared by every process.
         "prompt_cache": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
+            "LOCATION": url,
             "KEY_PREFIX": "kiro",
         },
     }
-    CHANNEL_LAYERS = {
+    layers = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "kiro"},
+            "CONFIG": {"hosts": [url], "prefix": "kiro"},
         }
     }
+    return caches, layers
+
+
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES, CHANNEL_LAYERS = redis_backends(REDIS_URL)
 else:
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},

@@ -69,3 +69,43 @@ def _forget_cached_settings():
     forget()
     yield
     forget()
+
+
+# The tests' own Redis database (`make test` sets TEST_REDIS_URL to database 13 on
+# 127.0.0.1:6379); every test that uses it starts and ends with it flushed.
+TEST_REDIS_URL = "redis://127.0.0.1:6379/13"
+
+
+@pytest.fixture
+def redis_url():
+    """The URL of the tests' own Redis database, flushed before and after the test.
+
+    Redis runs on every machine and in CI: a test that needs it fails when it is down."""
+    import os
+
+    import redis
+
+    url = os.environ.get("TEST_REDIS_URL") or TEST_REDIS_URL
+    server = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        server.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis is not reachable at {url} ({exc}); the Redis tests need it")
+    server.flushdb()
+    yield url
+    server.flushdb()
+    server.close()
+
+
+@pytest.fixture
+def on_redis(redis_url, settings):
+    """This process on the tests' Redis, as REDIS_URL sets it up: the caches (login sessions,
+    prompt-cache metering) and the channel layer (live feed). Yields the URL."""
+    from channels.layers import channel_layers
+
+    from kiro_site.settings import redis_backends
+
+    settings.CACHES, settings.CHANNEL_LAYERS = redis_backends(redis_url)
+    channel_layers.backends.clear()
+    yield redis_url
+    channel_layers.backends.clear()

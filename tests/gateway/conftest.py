@@ -157,6 +157,32 @@ def gateway_process(gateway: Gateway, **env_overrides: str) -> Iterator[str]:
     process.wait(timeout=15)
 
 
+def gateway_processes(gateway: Gateway, count: int, **env_overrides: str) -> Iterator[list[str]]:
+    """Start `count` more gateway processes together (each uvicorn, on this test's Postgres
+    database, in front of the same fake); yield their base URLs, stop them all afterwards."""
+    env = gateway_env(gateway, **env_overrides)
+    started: list[tuple[subprocess.Popen, str]] = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            command = [sys.executable, "-m", "uvicorn", "kiro_site.asgi:application"]
+            command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+            process = subprocess.Popen([*command, "--lifespan", "off"], cwd=ROOT, env=env)
+            started.append((process, f"http://127.0.0.1:{port}"))
+        for process, url in started:
+            wait_healthy(url, process, seconds=60)
+        yield [url for _, url in started]
+    finally:
+        for process, _ in started:
+            process.terminate()
+        for process, _ in started:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
 @pytest.fixture
 def second_process(gateway: Gateway) -> Iterator[str]:
     """Another gateway process on the same Postgres database (no Redis)."""

@@ -8,7 +8,6 @@ import json
 import httpx
 import openai
 import pytest
-import redis
 from django.core.cache import caches
 from django.test import override_settings
 
@@ -112,30 +111,24 @@ def test_openai_clients_see_the_read_as_cached_tokens(gateway):
     assert chat("two").prompt_tokens_details.cached_tokens == 0
 
 
-TEST_REDIS = "redis://127.0.0.1:6379/13"  # the tests' own Redis database, flushed
-
-
 @pytest.fixture
-def shared_store():
+def shared_store(redis_url):
     """This process's prompt-cache store on the tests' Redis database, as REDIS_URL sets it."""
-    server = redis.Redis.from_url(TEST_REDIS)
-    server.flushdb()
     caches_setting = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         prompt_cache.ALIAS: {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": TEST_REDIS,
+            "LOCATION": redis_url,
             "KEY_PREFIX": "kiro",
         },
     }
     with override_settings(CACHES=caches_setting):
-        yield
-    server.flushdb()
+        yield redis_url
 
 
 def test_two_processes_sharing_redis_share_the_prompt_cache(gateway, shared_store):
     gateway.add_credential()
-    other = gateway_process(gateway, REDIS_URL=TEST_REDIS)
+    other = gateway_process(gateway, REDIS_URL=shared_store)
     base_url = next(other)
     try:
         first = ask(gateway, "asked here")

@@ -162,7 +162,7 @@ async def _fire(urls: list[str], key: str, count: int) -> list[int]:
     return [r.status_code for r in responses]
 
 
-def _fifty_concurrent_requests_stay_within_one_request(gateway, urls: list[str]) -> None:
+def fifty_concurrent_requests_stay_within_one_request(gateway, urls: list[str]) -> None:
     _, account = gateway.add_credential()
     # Answers take a quarter of a second, so that the admitted ones are in flight together.
     gateway.fake.script(Script.slow("word " * 10, chunks=5, pace=0.05), account=account.id)
@@ -189,13 +189,13 @@ def _fifty_concurrent_requests_stay_within_one_request(gateway, urls: list[str])
 
 
 def test_fifty_concurrent_requests_in_one_process_never_overshoot_by_more_than_one(gateway):
-    _fifty_concurrent_requests_stay_within_one_request(gateway, [gateway.base_url])
+    fifty_concurrent_requests_stay_within_one_request(gateway, [gateway.base_url])
 
 
 def test_fifty_concurrent_requests_on_two_processes_never_overshoot_by_more_than_one(
     gateway, second_process
 ):
-    _fifty_concurrent_requests_stay_within_one_request(gateway, [gateway.base_url, second_process])
+    fifty_concurrent_requests_stay_within_one_request(gateway, [gateway.base_url, second_process])
 
 
 # --- every exit frees the reservation --------------------------------------------------------

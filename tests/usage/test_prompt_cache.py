@@ -1,7 +1,7 @@
 """The prompt-cache store: in-process without REDIS_URL, Redis with it, shared by processes.
 
-The Redis tests use the real server on 127.0.0.1:6379, in a database of their own (13),
-flushed before and after each test."""
+The Redis tests use the real server on 127.0.0.1:6379, in the tests' own database
+(`redis_url`, flushed before and after each test)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import redis
 from django.core.cache import caches
 from django.test import override_settings
 
 from usage import prompt_cache
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
 LONG = "Project conventions: " + "keep it short. " * 300
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,12 +34,12 @@ def meter(body: dict, key_id: int):
     return prompt_cache.meter(body, key_id=key_id, system_key=False)
 
 
-def redis_caches() -> dict:
+def redis_caches(url: str) -> dict:
     return {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         prompt_cache.ALIAS: {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
+            "LOCATION": url,
             "KEY_PREFIX": "kiro-test",
         },
     }
@@ -55,12 +53,13 @@ def local_store():
 
 
 @pytest.fixture
-def redis_store():
-    server = redis.Redis.from_url(REDIS_URL)
-    server.flushdb()
-    with override_settings(CACHES=redis_caches()):
+def redis_store(redis_url):
+    import redis
+
+    server = redis.Redis.from_url(redis_url)
+    with override_settings(CACHES=redis_caches(redis_url)):
         yield server
-    server.flushdb()
+    server.close()
 
 
 def test_the_first_request_creates_and_the_second_reads(local_store):
@@ -103,13 +102,13 @@ def test_a_hit_refreshes_the_ttl(redis_store):
     assert redis_store.ttl(key) > 5
 
 
-def test_two_processes_share_the_redis_store(redis_store):
+def test_two_processes_share_the_redis_store(redis_store, redis_url):
     """A second Python process writes the prefix; this one reads it."""
     script = textwrap.dedent(
         f"""
         import django, os
         os.environ["DJANGO_SETTINGS_MODULE"] = "kiro_site.settings"
-        os.environ["REDIS_URL"] = "{REDIS_URL}"
+        os.environ["REDIS_URL"] = "{redis_url}"
         django.setup()
         from django.conf import settings
         settings.CACHES["prompt_cache"]["KEY_PREFIX"] = "kiro-test"
@@ -127,7 +126,6 @@ def test_two_processes_share_the_redis_store(redis_store):
 
 
 def test_a_store_outage_leaves_the_upstreams_figures(settings):
-    broken = redis_caches()
-    broken[prompt_cache.ALIAS]["LOCATION"] = "redis://127.0.0.1:1/0"  # nothing listens
+    broken = redis_caches("redis://127.0.0.1:1/0")  # nothing listens
     with override_settings(CACHES=broken):
         assert meter(*cached()) is None
