@@ -15,7 +15,9 @@ and once through each server:
 2. throughput: 50 concurrent streams of 200 events for a fixed time; events/s and CPU per
    event of the gateway process (utime + stime from /proc/<pid>/stat), the fake and the client;
 3. 1,000 slow streams (40 events 500 ms apart, opened over 10 s): completed, errors, the
-   gateway's VmRSS at peak against its idle baseline, and the gaps between events.
+   gateway's VmRSS at peak against its idle baseline, the gaps between events, and GET
+   /healthz polled every 250 ms on the main port and on the health port (KIRO_HEALTH_PORT,
+   answered off the event loop).
 
 Events are what the client receives: SSE events (counted by their blank-line separators)
 from the gateway, event-stream frames (decoded with `EventStreamDecoder`) from the fake.
@@ -468,6 +470,7 @@ class Target:
     sse: bool  # True: the gateway's SSE; False: the fake's event stream
     pid: int | None  # the proxy process, None for direct
     mark: bytes = DELTA_MARK  # what starts a content event in the gateway's SSE
+    health_url: str = ""  # the gateway's health port (KIRO_HEALTH_PORT), "" for direct
     # False: a complete stream counts however many content events it has (a gateway that
     # sends the answer in one piece still gets a time to first event, its whole latency).
     exact: bool = True
@@ -672,17 +675,18 @@ class Slow:
     note: str = ""
     health_p50: float = float("nan")  # GET /healthz while the streams run (gateways only)
     health_max: float = float("nan")
+    port_p50: float = float("nan")  # the same on the health port (answered off the loop)
+    port_max: float = float("nan")
 
 
-async def poll_health(target: Target, stop: asyncio.Event) -> list[float]:
-    """Time GET /healthz every 250 ms until `stop`, as a load balancer's probe would."""
-    origin = target.url.split("/v1/", 1)[0].split("/cc/", 1)[0]
+async def poll_health(url: str, stop: asyncio.Event) -> list[float]:
+    """Time GET `url` every 250 ms until `stop`, as a load balancer's probe would."""
     latencies = []
     async with httpx.AsyncClient(timeout=10.0) as client:
         while not stop.is_set():
             started = time.perf_counter()
             with contextlib.suppress(httpx.HTTPError):
-                await client.get(origin + "/healthz")
+                await client.get(url)
                 latencies.append(time.perf_counter() - started)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.25)
@@ -708,7 +712,11 @@ async def phase_slow(target: Target, plan: Plan) -> Slow:
     # event rather than as errors; real SDK clients wait minutes.
     async with new_client(n * 2 + 16, read=60.0) as client:
         sampler = asyncio.create_task(sample())
-        health = asyncio.create_task(poll_health(target, stop)) if target.pid else None
+        origin = target.url.split("/v1/", 1)[0].split("/cc/", 1)[0]
+        health = asyncio.create_task(poll_health(origin + "/healthz", stop)) if target.pid else None
+        port = (
+            asyncio.create_task(poll_health(target.health_url, stop)) if target.health_url else None
+        )
         step = plan.slow_open_over / n
 
         async def delayed(i: int) -> StreamResult:
@@ -724,6 +732,7 @@ async def phase_slow(target: Target, plan: Plan) -> Slow:
         stop.set()
         await sampler
         probes = await health if health is not None else []
+        port_probes = await port if port is not None else []
     results = [t.result() for t in done]
     results += [StreamResult(error=f"not done after {bound:.0f} s") for _ in pending]
     gaps = [g for r in results for g in r.gaps]
@@ -742,6 +751,8 @@ async def phase_slow(target: Target, plan: Plan) -> Slow:
         note=errors_summary(results),
         health_p50=pct(probes, 50) * 1000 if probes else float("nan"),
         health_max=max(probes) * 1000 if probes else float("nan"),
+        port_p50=pct(port_probes, 50) * 1000 if port_probes else float("nan"),
+        port_max=max(port_probes) * 1000 if port_probes else float("nan"),
     )
 
 
@@ -941,13 +952,15 @@ def report(plan: Plan, outcomes: dict[str, Outcome]) -> str:
                 f1(s.first_p99),
                 f1(s.health_p50),
                 f1(s.health_max),
+                f1(s.port_p50),
+                f1(s.port_max),
                 "-"
                 if per_stream is None
                 else verdict(
                     s.completed == s.opened
                     and s.errors == 0
                     and per_stream <= 60
-                    and s.health_max <= 100
+                    and s.port_max <= 100
                 ),
                 s.note,
             ]
@@ -970,7 +983,9 @@ def report(plan: Plan, outcomes: dict[str, Outcome]) -> str:
                 "TTFE p99 ms",
                 "healthz p50 ms",
                 "healthz max ms",
-                "goal: all, 0 err, <= 60 KB, healthz <= 100 ms",
+                "health port p50 ms",
+                "health port max ms",
+                "goal: all, 0 err, <= 60 KB, health port <= 100 ms",
                 "errors",
             ],
             rows,
@@ -1057,7 +1072,10 @@ def main(argv: list[str] | None = None) -> int:
 
         for name in servers:
             port = free_port()
-            child = Child(name, SERVERS[name](port), env, tmp)
+            health_port = free_port()
+            child = Child(
+                name, SERVERS[name](port), {**env, "KIRO_HEALTH_PORT": str(health_port)}, tmp
+            )
             spy: subprocess.Popen | None = None
             try:
                 wait_http(f"http://127.0.0.1:{port}/healthz", child)
@@ -1073,6 +1091,7 @@ def main(argv: list[str] | None = None) -> int:
                     json.dumps(ANTHROPIC_BODY).encode(),
                     sse=True,
                     pid=child.pid,
+                    health_url=f"http://127.0.0.1:{health_port}/healthz",
                 )
                 checks[name] = asyncio.run(check_valid(target, fake, tokens))
                 if checks[name] != "ok":

@@ -27,7 +27,7 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E4
 from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
-from gateway.api import edge  # noqa: E402
+from gateway.api import edge, health, health_listener  # noqa: E402
 from kiro_site.routing import websocket_application  # noqa: E402
 from usage.services import usage_drafts_collect  # noqa: E402
 
@@ -131,6 +131,7 @@ site_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
 
 async def http_application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Send API paths to the lean handler; the admin and the rest to the full stack."""
+    health.watch_event_loop()  # the health port's view of this loop (one test after the first)
     if scope.get("path", "").startswith(API_PREFIXES):
         await gateway_asgi_app(scope, receive, send)
     else:
@@ -138,4 +139,5 @@ async def http_application(scope: dict[str, Any], receive: Any, send: Any) -> No
         await site_asgi_app(scope, receive, send)
 
 
+health_listener.start_from_settings()  # KIRO_HEALTH_PORT: /healthz off the event loop
 application = ProtocolTypeRouter({"http": http_application, "websocket": websocket_application})

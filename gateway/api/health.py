@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -40,32 +41,96 @@ def _database_status() -> dict[str, object]:
 
 # A load balancer's probe must not queue behind the requests' database work: the probe runs
 # on a thread of its own, at most once per KIRO_HEALTH_CACHE_SECS, and every probe in between
-# answers from the last result without leaving the event loop.
+# answers from the last result without leaving the event loop. The health port's listener
+# (gateway.api.health_listener) shares the same cached result from its own threads.
 _probe_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthz")
+_probe_lock = threading.Lock()
 _last: tuple[float, dict[str, object]] | None = None
 _probing: asyncio.Future | None = None
 
 
-async def _database() -> dict[str, object]:
-    global _last, _probing
-    now = time.monotonic()
+def _fresh() -> dict[str, object] | None:
     ttl = float(getattr(settings, "KIRO_HEALTH_CACHE_SECS", 2.0))
-    if _last is not None and now - _last[0] < ttl:
-        return _last[1]
+    last = _last
+    if last is not None and time.monotonic() - last[0] < ttl:
+        return last[1]
+    return None
+
+
+def _probe_once() -> dict[str, object]:
+    """Probe the database unless another thread just did; one probe at a time."""
+    global _last
+    with _probe_lock:
+        cached = _fresh()
+        if cached is not None:
+            return cached
+        status = _database_status()
+        _last = (time.monotonic(), status)
+        return status
+
+
+def database_health() -> dict[str, object]:
+    """The database's status for a probe, from a thread (blocks for at most one probe)."""
+    cached = _fresh()
+    return cached if cached is not None else _probe_once()
+
+
+async def _database() -> dict[str, object]:
+    global _probing
+    cached = _fresh()
+    if cached is not None:
+        return cached
     if _probing is None or _probing.done():
-        _probing = asyncio.get_running_loop().run_in_executor(_probe_thread, _database_status)
-    status = await asyncio.shield(_probing)
-    _last = (time.monotonic(), status)
-    return status
+        _probing = asyncio.get_running_loop().run_in_executor(_probe_thread, _probe_once)
+    return await asyncio.shield(_probing)
+
+
+# The event loop's heartbeat, for the health port: a loop that stops turning (a blocking call,
+# a deadlock) makes the listener answer 503 although its own thread still runs.
+_beat: float | None = None
+_watched: asyncio.AbstractEventLoop | None = None
+BEAT_SECS = 0.5
+
+
+def _heartbeat(loop: asyncio.AbstractEventLoop) -> None:
+    global _beat
+    if loop is _watched:  # a loop replaced by another (tests) lets its beat die out
+        _beat = time.monotonic()
+        loop.call_later(BEAT_SECS, _heartbeat, loop)
+
+
+def watch_event_loop() -> None:
+    """From the serving loop: start its heartbeat (once per loop)."""
+    global _watched
+    loop = asyncio.get_running_loop()
+    if loop is not _watched:
+        _watched = loop
+        _heartbeat(loop)
+
+
+def event_loop_health() -> dict[str, object]:
+    """Whether the serving loop turned recently (`None` age: no request served yet)."""
+    stall = float(getattr(settings, "KIRO_HEALTH_LOOP_STALL_SECS", 10.0))
+    beat = _beat
+    if beat is None:
+        return {"ok": True, "age_ms": None}
+    age = time.monotonic() - beat
+    return {"ok": age < stall, "age_ms": round(age * 1000, 1)}
+
+
+def health_answer(database: dict[str, object], loop: dict[str, object] | None = None):
+    """The probe's JSON body and status, the same on both ports."""
+    ok = bool(database["ok"]) and (loop is None or bool(loop["ok"]))
+    body: dict[str, object] = {"status": "ok" if ok else "degraded", "database": database}
+    if loop is not None:
+        body["event_loop"] = loop
+    return body, (200 if ok else 503)
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:
     """Report liveness and database reachability for load balancers."""
-    database = await _database()
-    status = 200 if database["ok"] else 503
-    return JsonResponse(
-        {"status": "ok" if database["ok"] else "degraded", "database": database}, status=status
-    )
+    body, status = health_answer(await _database())
+    return JsonResponse(body, status=status)
 
 
 def _error(status: int, error_type: str, message: str) -> JsonResponse:

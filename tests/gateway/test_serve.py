@@ -93,3 +93,18 @@ def test_the_admins_websocket_is_served(gateway):
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=25)
+
+
+def test_the_workers_answer_the_health_port(gateway):
+    health_port = free_port()
+    url, process = serve(gateway, "--workers", "2", "--health-port", str(health_port))
+    try:
+        httpx.get(url + "/healthz", timeout=10)  # a request: the serving loop beats
+        probes = [httpx.get(f"http://127.0.0.1:{health_port}/healthz", timeout=5) for _ in range(6)]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=25)
+
+    assert [p.status_code for p in probes] == [200] * 6
+    assert all(p.json()["database"]["ok"] for p in probes)
+    assert all(p.json()["event_loop"]["ok"] for p in probes)

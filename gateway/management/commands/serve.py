@@ -42,8 +42,23 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-jobs", action="store_true", help="do not start run_jobs beside the workers"
         )
+        parser.add_argument(
+            "--health-port",
+            type=int,
+            default=int(os.environ.get("KIRO_HEALTH_PORT", "0") or 0),
+            help="also answer GET /healthz on this port, from threads off the event loop "
+            "(default: KIRO_HEALTH_PORT; 0: off)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["health_port"]:
+            # The workers read these when they import the app (gateway.api.health_listener);
+            # one worker runs in this process, whose settings are already loaded.
+            host = os.environ.get("KIRO_HEALTH_HOST") or options["host"]
+            os.environ["KIRO_HEALTH_PORT"] = str(options["health_port"])
+            os.environ["KIRO_HEALTH_HOST"] = host
+            settings.KIRO_HEALTH_PORT = options["health_port"]
+            settings.KIRO_HEALTH_HOST = host
         jobs = None
         if not options["no_jobs"]:
             jobs = subprocess.Popen(
