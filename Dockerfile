@@ -7,7 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DATA_DIR=/data \
     HOST=0.0.0.0 \
-    PORT=8990
+    PORT=8990 \
+    KIRO_HEALTH_PORT=8992
 
 WORKDIR /app
 
@@ -24,10 +25,11 @@ RUN groupadd --system --gid 10001 kiro \
 
 USER 10001:10001
 VOLUME ["/data"]
-EXPOSE 8990
+# 8990: the API and the admin; 8992: /healthz answered off the event loop (for probes).
+EXPOSE 8990 8992
 
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT', '8990')}/healthz\", timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('KIRO_HEALTH_PORT') or os.environ.get('PORT', '8990')}/healthz\", timeout=2)"]
 
 ENTRYPOINT ["/app/docker/entrypoint.sh"]
 CMD ["serve"]

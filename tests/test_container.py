@@ -40,7 +40,8 @@ def test_the_dockerfile_runs_unprivileged_with_a_data_volume_and_a_healthcheck()
     assert text.startswith("# ") and "FROM python:3.11-slim" in text
     assert "USER 10001:10001" in text
     assert 'VOLUME ["/data"]' in text
-    assert "HEALTHCHECK" in text and "/healthz" in text
+    assert "HEALTHCHECK" in text and "/healthz" in text and "KIRO_HEALTH_PORT" in text
+    assert "KIRO_HEALTH_PORT=8992" in text and "EXPOSE 8990 8992" in text
     assert 'ENTRYPOINT ["/app/docker/entrypoint.sh"]' in text
 
 
@@ -53,6 +54,8 @@ def test_compose_runs_postgres_redis_replicas_and_the_job_runner():
     gateway, jobs, setup = services["gateway"], services["jobs"], services["setup"]
     assert gateway["command"] == ["serve", "--no-jobs"] and gateway["deploy"]["replicas"] >= 2
     assert jobs["command"] == ["run_jobs"] and setup["command"] == ["bootstrap"]
+    assert jobs["healthcheck"] == {"disable": True}  # the image's probe is for the server
+    assert "8992-8993:8992" in gateway["ports"]
     for service in (gateway, jobs, setup):
         env = service["environment"]
         assert env["DATABASE_URL"].startswith("postgres://") and env["REDIS_URL"].startswith(
