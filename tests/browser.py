@@ -159,9 +159,7 @@ _MEASURE_TITLE = """() => {
 _MEASURE_WIDTHS = """() => {
     const name = (el) => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "")
         + Array.from(el.classList).map((c) => "." + c).join("");
-    const tables = new Set(document.querySelectorAll(
-        "#changelist table, #content-main table, table#result_list"
-    ));
+    const tables = new Set(document.querySelectorAll("#changelist table, #content-main table"));
     const measured = [];
     for (const table of tables) {
         if (table.getClientRects().length === 0) continue;  // hidden: nothing to fit
