@@ -40,7 +40,8 @@ lint: $(VENV)/.installed-test
 
 test: lint test-sqlite test-postgres
 
-# The dashboard test drives a real headless Chromium (Debian package).
+# The browser tests (tests/browser.py) drive Debian's headless Chromium through Playwright;
+# `playwright install` is never run.
 chromium:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 

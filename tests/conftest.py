@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["gateway.fakekiro.pytest_plugin"]
+pytest_plugins = ["gateway.fakekiro.pytest_plugin", "tests.browser"]
 
 
 @pytest.fixture
@@ -50,6 +50,16 @@ def admin_client_as():
         return client
 
     return client_for
+
+
+@pytest.fixture(scope="session")
+def live_server():
+    """pytest-django's live server, bound to 127.0.0.1 only (its default is `localhost`)."""
+    from pytest_django.live_server_helper import LiveServer
+
+    server = LiveServer("127.0.0.1")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(autouse=True)
