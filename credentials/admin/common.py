@@ -83,6 +83,16 @@ def with_sub(main: Any, sub: str) -> SafeString:
     return format_html('{}<span class="kg-sub">{}</span>', main, sub)
 
 
+def compact(count: int) -> str:
+    """Render a large count in three significant figures at most (12.3k, 4.56M)."""
+    for size, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if count >= size:
+            value = count / size
+            digits = 0 if value >= 100 else 1 if value >= 10 else 2
+            return f"{value:.{digits}f}".rstrip("0").rstrip(".") + suffix
+    return str(count)
+
+
 def short_time(value: Any) -> str:
     """Render a datetime compactly for a list column, in the server's time zone: date and
     time each kept whole, on one line or two."""
