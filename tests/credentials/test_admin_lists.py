@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from credentials.models import CredentialGroup, DisabledReason, ProxyEntry
-from tests.admin_pages import assert_standard_list
+from tests.admin_pages import assert_standard_list, read
 from tests.factories import CredentialFactory
 
 pytestmark = pytest.mark.django_db
@@ -132,3 +132,26 @@ def test_the_proxy_pool_fits_its_column_budget(superuser, admin_client_as):
     assert '<span class="kg-badge kg-ok" title="">healthy</span>' in text
     assert 'title="disabled after 3 failed checks">disabled</span>' in text
     assert "hunter2" not in text
+
+
+def test_the_credential_page_draws_its_buttons_as_tools(superuser, admin_client_as):
+    credential = CredentialFactory(overage_capability="OVERAGE_CAPABLE")
+
+    url = reverse("admin:credentials_credential_change", args=[credential.pk])
+    html = admin_client_as(superuser).get(url).content.decode()
+    page = read(html)
+
+    tools = [item[0] for item in page.tools]
+    assert [tool.text for tool in tools] == [
+        "Refresh token",
+        "Check balance",
+        "Models",
+        "Test a model",
+        "Log in again",
+        "Overage on",
+        "History",
+    ]
+    assert all(len(item) == 1 for item in page.tools)
+    assert all(tool.classes == ["kg-tool"] for tool in tools[:-1])
+    assert tools[-1].classes == ["historylink"]  # Django's own
+    assert 'href="/static/admin/kiro-admin.css"' in html
