@@ -117,8 +117,12 @@ class ClientKeyAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
         return ", ".join(parts) or "unlimited"
 
     def _key_usage(self, obj: ClientKey) -> limits.KeyUsage:
-        prefetched = getattr(obj, "usage_windows", None)
-        return limits.usage_of(obj.limit_windows.all() if prefetched is None else prefetched)
+        """The key's day, month and lifetime figures, read once per object shown."""
+        if getattr(obj, "key_usage", None) is None:
+            prefetched = getattr(obj, "usage_windows", None)
+            windows = obj.limit_windows.all() if prefetched is None else prefetched
+            obj.key_usage = limits.usage_of(windows)  # type: ignore[attr-defined]
+        return obj.key_usage  # type: ignore[attr-defined]
 
     def _usage(self, obj: ClientKey, kind: str) -> str:
         if obj.pk is None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from credentials import limits
@@ -165,3 +167,22 @@ def test_the_add_page_renders_without_figures(superuser, admin_client_as):
 
     assert page.status_code == 200
     assert "not used yet" in page.content.decode()
+
+
+def test_the_key_list_reads_its_figures_in_one_query_whatever_the_number_of_keys(
+    superuser, admin_client_as
+):
+    client = admin_client_as(superuser)
+    url = reverse(CHANGELIST)
+
+    def queries_for_the_list() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(url).status_code == 200
+        return len(queries)
+
+    a_used_key("first")
+    few = queries_for_the_list()
+    for n in range(49):
+        a_used_key(f"key {n}")
+
+    assert queries_for_the_list() == few
