@@ -8,6 +8,10 @@ Every gateway process shares the database, so the state lives there (Redis is no
   the start of a new day or calendar month in TIME_ZONE): the settled requests, tokens
   (input + output + cache creation + cache read) and credits of the window, and the peak
   tokens and credits of one request, kept across rollovers.
+- The month row also carries the key's lifetime totals (requests, input and output tokens,
+  credits, and since when), moved by the same UPDATE as the month's usage, so that they cost
+  no statement of their own, and kept across rollovers; `client_key_reset_totals` (services)
+  zeroes them.
 - `ClientKeyWindow` rows of kind `request`, one per admitted request: it holds the request's
   estimate (`tokens`, `credits`) until the request is settled, and counts toward the key's
   requests per minute for 60 seconds after admission. A request that is never settled (its
@@ -329,10 +333,29 @@ def _decide(
     return longest(refusals), row_values
 
 
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What one settled request adds to its key's windows and totals."""
+
+    tokens: int
+    credits: float
+    input_tokens: int
+    output_tokens: int
+
+
 def limit_settle(
-    *, reservation: Reservation, tokens: int, credits: float, now: datetime | None = None
+    *,
+    reservation: Reservation,
+    tokens: int,
+    credits: float,
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    now: datetime | None = None,
 ) -> None:
     """Free the request's reservation and add what it cost to the key's day and month.
+
+    `tokens` (input, output and cache) counts toward the budgets; `input_tokens` and
+    `output_tokens` toward the lifetime totals only.
 
     Runs in the caller's transaction when there is one (the usage record's), else in its own.
     A key that had no limits at admission holds nothing: its cost is added with atomic
@@ -347,31 +370,35 @@ def limit_settle(
                 return  # the key was deleted meanwhile
             ClientKeyWindow.objects.filter(pk=reservation.admission_id).update(settled=True)
             _prune(reservation.key_id, now)
-        _add_cost(reservation.key_id, tokens, credits, now)
+        cost = Cost(tokens, credits, max(0, int(input_tokens)), max(0, int(output_tokens)))
+        _add_cost(reservation.key_id, cost, now)
 
 
-def _add_cost(key_id: int, tokens: int, credits: float, now: datetime) -> None:
+def _add_cost(key_id: int, cost: Cost, now: datetime) -> None:
     """Add one settled request to the key's day and month rows (atomic increments).
 
     The usual case is one UPDATE per window, hand-built (every request runs it,
     credentials/fastsql.py). The first request of a day or month rolls the row over in place
     with a conditional UPDATE, so concurrent settlers roll it over once and none of their
     increments is lost; the unique (key, kind) constraint makes creating the rows race-free.
-    Peaks are kept across rollovers."""
-    sql = _increment_sql(tokens > 0)
+    Peaks and the month row's lifetime totals are kept across rollovers."""
+    with_peaks = cost.tokens > 0  # it reached upstream: a cost later estimates can rely on
     for kind in (LimitWindowKind.DAY, LimitWindowKind.MONTH):
+        with_totals = kind == LimitWindowKind.MONTH
+        sql = _increment_sql(with_peaks, with_totals)
         start = window_start(kind, now)
-        params: list[object] = [tokens, credits]
-        if tokens > 0:  # it reached upstream: a cost later estimates can rely on
-            params += [tokens, tokens, credits, credits]
+        params: list[object] = [cost.tokens, cost.credits]
+        if with_peaks:
+            params += [cost.tokens, cost.tokens, cost.credits, cost.credits]
+        if with_totals:
+            params += [cost.input_tokens, cost.output_tokens, cost.credits]
         params += [key_id, kind, fastsql.prep(ClientKeyWindow, "start", start)]
         if fastsql.execute(sql, params):
             continue
         if not ClientKey.objects.filter(pk=key_id).exists():
             return  # the key was deleted meanwhile
-        ClientKeyWindow.objects.get_or_create(
-            client_key_id=key_id, kind=kind, defaults={"start": start}
-        )
+        defaults = {"start": start, "totals_since": now if with_totals else None}
+        ClientKeyWindow.objects.get_or_create(client_key_id=key_id, kind=kind, defaults=defaults)
         ClientKeyWindow.objects.filter(client_key_id=key_id, kind=kind, start__lt=start).update(
             start=start, requests=0, tokens=0, credits=0.0
         )
@@ -379,7 +406,7 @@ def _add_cost(key_id: int, tokens: int, credits: float, now: datetime) -> None:
 
 
 @functools.cache
-def _increment_sql(with_peaks: bool) -> str:
+def _increment_sql(with_peaks: bool, with_totals: bool) -> str:
     def c(name: str) -> str:
         return fastsql.column(ClientKeyWindow, name)
 
@@ -394,6 +421,10 @@ def _increment_sql(with_peaks: bool) -> str:
                 f"{c(name)} = CASE WHEN {c(name)} IS NULL OR {c(name)} < %s THEN %s "
                 f"ELSE {c(name)} END"
             )
+    if with_totals:
+        sets.append(f"{c('total_requests')} = {c('total_requests')} + 1")
+        for name in ("total_input_tokens", "total_output_tokens", "total_credits"):
+            sets.append(f"{c(name)} = {c(name)} + %s")
     return (
         f"UPDATE {fastsql.table(ClientKeyWindow)} SET {', '.join(sets)} "
         f"WHERE {c('client_key')} = %s AND {c('kind')} = %s AND {c('start')} >= %s"
@@ -412,20 +443,47 @@ def limit_release(*, reservation: Reservation, now: datetime | None = None) -> N
 
 
 @dataclass(frozen=True, slots=True)
+class KeyTotals:
+    """A key's lifetime totals (kept on its month row), for the admin."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    credits: float = 0.0
+    since: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class KeyUsage:
-    """A key's usage in the current day and month, for the admin."""
+    """A key's usage in the current day and month, and its lifetime totals, for the admin."""
 
     day: ClientKeyWindow
     month: ClientKeyWindow
+    total: KeyTotals
+
+
+def totals_of(row: ClientKeyWindow | None) -> KeyTotals:
+    """Return the lifetime totals a month row carries (none without a row)."""
+    if row is None:
+        return KeyTotals()
+    return KeyTotals(
+        requests=row.total_requests,
+        input_tokens=row.total_input_tokens,
+        output_tokens=row.total_output_tokens,
+        credits=row.total_credits,
+        since=row.totals_since,
+    )
 
 
 def usage_of(windows: Sequence[ClientKeyWindow], now: datetime | None = None) -> KeyUsage:
-    """Return the current day and month usage from a key's window rows (no queries)."""
+    """Return the current day and month usage and the lifetime totals from a key's window
+    rows (no queries)."""
     now = now or current_time()
     rows = {w.kind: w for w in windows if w.kind != LimitWindowKind.REQUEST}
     return KeyUsage(
         day=window_usage(rows.get(LimitWindowKind.DAY), LimitWindowKind.DAY, now),
         month=window_usage(rows.get(LimitWindowKind.MONTH), LimitWindowKind.MONTH, now),
+        total=totals_of(rows.get(LimitWindowKind.MONTH)),
     )
 
 

@@ -480,7 +480,8 @@ class LimitWindowKind(models.TextChoices):
 class ClientKeyWindow(models.Model):
     """Usage of a client key in its current day or month, or one admitted request.
 
-    Day and month rows (one each per key) are rolled over in place. A request row is written
+    Day and month rows (one each per key) are rolled over in place; the month row also carries
+    the key's lifetime totals. A request row is written
     when a request is admitted: it reserves the request's estimate until it is settled (or its
     lease runs out) and, for 60 seconds, counts toward the key's requests per minute.
     """
@@ -496,6 +497,15 @@ class ClientKeyWindow(models.Model):
     peak_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     peak_credits = models.FloatField(null=True, blank=True)
     settled = models.BooleanField(default=False)
+    # Month rows only: the key's lifetime totals, moved by the same UPDATE as the month's usage
+    # and kept across rollovers (like the peaks); zeroed by "Reset lifetime statistics".
+    total_requests = models.PositiveBigIntegerField(default=0)
+    total_input_tokens = models.PositiveBigIntegerField(default=0)
+    total_output_tokens = models.PositiveBigIntegerField(default=0)
+    total_credits = models.FloatField(default=0.0)
+    totals_since = models.DateTimeField(
+        null=True, blank=True, help_text="When the totals started: first use, backfill or reset."
+    )
 
     class Meta:
         indexes = [models.Index(fields=["client_key", "kind", "start"])]

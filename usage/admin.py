@@ -11,9 +11,11 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
+from django.utils.html import format_html
 
+from credentials.admin.common import CHANGE_LIST_TEMPLATE, badge, short_time, with_sub
 from usage import dashboard
-from usage.models import UpstreamAttempt, UsageRecord
+from usage.models import AttemptOutcome, UpstreamAttempt, UsageRecord, UsageStatus
 
 # How many recent records the normaliser-rule filter reads to offer its choices; any rule name
 # still filters through the URL, this only bounds the work of building the sidebar.
@@ -74,24 +76,36 @@ class NormalizerRuleFilter(admin.SimpleListFilter):
         return queryset.filter(normalizer_rules__icontains=json.dumps(rule))
 
 
+STATUS_TONES = {
+    UsageStatus.SUCCESS: "ok",
+    UsageStatus.INTERRUPTED: "warn",
+    UsageStatus.REJECTED: "warn",
+    UsageStatus.ERROR: "bad",
+}
+OUTCOME_TONES = {AttemptOutcome.SUCCESS: "ok", AttemptOutcome.TRANSIENT: "warn"}
+
+
+def status_badge(status: str, http_status: int | None, tones: dict[str, str]) -> str:
+    """Render a status as a badge with its HTTP status beside it."""
+    code = f" {http_status}" if http_status is not None else ""
+    return badge(f"{status}{code}", tones.get(status, "bad"))
+
+
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ReadOnlyMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     show_full_result_count = False
+    # What an operator scans, fitting 1,280 px; first token, attempts, cache tokens, the error
+    # and the rules are on the record's page (and its attempt chain).
     list_display = [
-        "created_at",
-        "endpoint",
-        "model_requested",
-        "status",
-        "http_status",
-        "client_key",
-        "credential",
-        "input_tokens",
-        "output_tokens",
+        "when",
+        "model_column",
+        "status_column",
+        "key",
+        "served_by",
+        "tokens",
         "credits",
-        "latency_ms",
-        "first_token_ms",
-        "attempt_count",
+        "latency",
     ]
     list_filter = [
         "status",
@@ -106,6 +120,56 @@ class UsageRecordAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_select_related = ["client_key", "credential"]
     search_fields = ["model_requested", "error_type", "error_message", "=trace_id"]
     inlines = [UpstreamAttemptInline]
+    fieldsets = [
+        (None, {"fields": [
+            "created_at", "endpoint", "stream", "client_key", "credential", "model_requested",
+            "model_sent",
+        ]}),
+        ("Outcome", {"fields": [
+            "status", "http_status", "error_type", "error_message", "attempt_count",
+        ]}),
+        ("Tokens and time", {"fields": [
+            "input_tokens", "output_tokens", "cache_creation_tokens", "cache_read_tokens",
+            "credits", "latency_ms", "first_token_ms",
+        ]}),
+        ("Trace", {"fields": ["normalizer_rules", "trace_id"]}),
+    ]  # fmt: skip
+
+    @admin.display(description="time", ordering="created_at")
+    def when(self, obj: UsageRecord) -> str:
+        return short_time(obj.created_at)
+
+    @admin.display(description="model / endpoint", ordering="model_requested")
+    def model_column(self, obj: UsageRecord) -> str:
+        return with_sub(obj.model_requested or "—", obj.endpoint)
+
+    @admin.display(description="key", ordering="client_key__name")
+    def key(self, obj: UsageRecord) -> str:
+        return obj.client_key.name if obj.client_key else "—"
+
+    @admin.display(description="credential", ordering="credential")
+    def served_by(self, obj: UsageRecord) -> str:
+        return str(obj.credential) if obj.credential else "—"
+
+    @admin.display(description="latency", ordering="latency_ms")
+    def latency(self, obj: UsageRecord) -> str:
+        first = f"first token {obj.first_token_ms:,} ms" if obj.first_token_ms is not None else ""
+        return format_html(
+            '<span class="kg-num" title="{}">{} ms</span>', first, f"{obj.latency_ms:,}"
+        )
+
+    @admin.display(description="status", ordering="status")
+    def status_column(self, obj: UsageRecord) -> str:
+        cell = status_badge(obj.status, obj.http_status, STATUS_TONES)
+        return with_sub(cell, obj.error_type)
+
+    @admin.display(description="tokens in / out", ordering="input_tokens")
+    def tokens(self, obj: UsageRecord) -> str:
+        return format_html(
+            '<span class="kg-num">{}</span> / <span class="kg-num">{}</span>',
+            f"{obj.input_tokens:,}",
+            f"{obj.output_tokens:,}",
+        )
 
     def get_urls(self) -> list[URLPattern]:
         """Add the dashboard before the default routes (which would read it as an object id)."""
@@ -139,15 +203,28 @@ class UsageRecordAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 @admin.register(UpstreamAttempt)
 class UpstreamAttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    change_list_template = CHANGE_LIST_TEMPLATE
     show_full_result_count = False
     list_display = [
-        "usage_record",
+        "record",
         "attempt",
-        "credential",
+        "served_by",
         "endpoint",
-        "http_status",
-        "outcome",
+        "outcome_column",
         "duration_ms",
     ]
     list_filter = ["outcome", "endpoint"]
     list_select_related = ["usage_record", "credential"]
+
+    @admin.display(description="usage record", ordering="usage_record")
+    def record(self, obj: UpstreamAttempt) -> str:
+        created = obj.usage_record.created_at
+        return with_sub(f"#{obj.usage_record_id}", f"{created:%Y-%m-%d %H:%M:%S}")
+
+    @admin.display(description="credential", ordering="credential")
+    def served_by(self, obj: UpstreamAttempt) -> str:
+        return str(obj.credential) if obj.credential else "—"
+
+    @admin.display(description="outcome", ordering="outcome")
+    def outcome_column(self, obj: UpstreamAttempt) -> str:
+        return status_badge(obj.outcome, obj.http_status, OUTCOME_TONES)

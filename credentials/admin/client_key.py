@@ -1,4 +1,4 @@
-"""Client keys: list, create (the plaintext shown once), rotate, limits."""
+"""Client keys: list, create (the plaintext shown once), rotate, limits, lifetime totals."""
 
 from __future__ import annotations
 
@@ -11,16 +11,26 @@ from django.db.models import QuerySet
 from django.http import (
     HttpRequest,
     HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
 )
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from credentials import (
     limits,
     services,
 )
-from credentials.admin.common import NoSecretLookupsMixin
+from credentials.admin.common import (
+    CHANGE_LIST_TEMPLATE,
+    NoSecretLookupsMixin,
+    badge,
+    compact,
+    short_time,
+    with_sub,
+)
 from credentials.models import (
     ClientKey,
     ClientKeyWindow,
@@ -30,10 +40,12 @@ from credentials.models import (
 
 @admin.register(ClientKey)
 class ClientKeyAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
+    change_list_template = CHANGE_LIST_TEMPLATE
     list_display = [
-        "name", "masked", "group", "enabled", "is_system", "limits_summary", "usage_today",
-        "usage_month", "last_used_at",
+        "key_name", "group_name", "status", "limits_summary", "usage_today", "usage_month",
+        "lifetime", "last_used",
     ]  # fmt: skip
+    list_display_links = ["key_name"]
     list_filter = ["enabled", "is_system", "group"]
     search_fields = ["name", "description", "prefix"]
     list_select_related = ["group"]
@@ -46,12 +58,16 @@ class ClientKeyAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
             "monthly_credit_budget",
         ]}),
         ("Usage", {"fields": ["usage_today", "usage_month", "in_flight", "last_used_at"]}),
+        ("Lifetime (since the totals started or were last reset)", {"fields": [
+            "lifetime_requests", "lifetime_tokens", "lifetime_credits", "lifetime_since",
+        ]}),
     ]  # fmt: skip
     readonly_fields = [
         "masked", "is_system", "created_at", "last_used_at", "usage_today", "usage_month",
-        "in_flight",
+        "in_flight", "lifetime_requests", "lifetime_tokens", "lifetime_credits",
+        "lifetime_since",
     ]  # fmt: skip
-    actions = ["enable", "disable"]
+    actions = ["enable", "disable", "reset_totals"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ClientKey]:
         # One query for the page's day and month rows, not two per key.
@@ -68,6 +84,25 @@ class ClientKeyAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
     def masked(self, obj: ClientKey) -> str:
         return f"{obj.prefix}…" if obj.prefix else "(assigned on save)"
 
+    @admin.display(description="name", ordering="name")
+    def key_name(self, obj: ClientKey) -> str:
+        return with_sub(obj.name, self.masked(obj))
+
+    @admin.display(description="group", ordering="group__name")
+    def group_name(self, obj: ClientKey) -> str:
+        return obj.group.name if obj.group else "—"
+
+    @admin.display(description="status", ordering="enabled")
+    def status(self, obj: ClientKey) -> str:
+        state = badge("enabled", "ok") if obj.enabled else badge("disabled", "bad")
+        if not obj.is_system:
+            return state
+        return format_html("{} {}", state, badge("system", title="config.json apiKey"))
+
+    @admin.display(description="last used", ordering="last_used_at")
+    def last_used(self, obj: ClientKey) -> str:
+        return short_time(obj.last_used_at)
+
     @admin.display(description="limits")
     def limits_summary(self, obj: ClientKey) -> str:
         parts = [f"{obj.rpm_limit:,} rpm"] if obj.rpm_limit is not None else []
@@ -81,11 +116,18 @@ class ClientKeyAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
                 parts.append(f"{limits.format_amount(value, unit)} {unit}/{per}")
         return ", ".join(parts) or "unlimited"
 
+    def _key_usage(self, obj: ClientKey) -> limits.KeyUsage:
+        """The key's day, month and lifetime figures, read once per object shown."""
+        if getattr(obj, "key_usage", None) is None:
+            prefetched = getattr(obj, "usage_windows", None)
+            windows = obj.limit_windows.all() if prefetched is None else prefetched
+            obj.key_usage = limits.usage_of(windows)  # type: ignore[attr-defined]
+        return obj.key_usage  # type: ignore[attr-defined]
+
     def _usage(self, obj: ClientKey, kind: str) -> str:
         if obj.pk is None:
             return "—"
-        prefetched = getattr(obj, "usage_windows", None)
-        usage = limits.usage_of(obj.limit_windows.all() if prefetched is None else prefetched)
+        usage = self._key_usage(obj)
         window = usage.day if kind == LimitWindowKind.DAY else usage.month
         token_budget, credit_budget = (
             (obj.daily_token_budget, obj.daily_credit_budget)
@@ -107,6 +149,44 @@ class ClientKeyAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
     @admin.display(description="this month")
     def usage_month(self, obj: ClientKey) -> str:
         return self._usage(obj, LimitWindowKind.MONTH)
+
+    @admin.display(description="lifetime")
+    def lifetime(self, obj: ClientKey) -> str:
+        total = self._key_usage(obj).total
+        tokens = f"{compact(total.input_tokens)} in / {compact(total.output_tokens)} out tokens"
+        exact = (
+            f"{total.requests:,} requests, {total.input_tokens:,} input and "
+            f"{total.output_tokens:,} output tokens, "
+            f"{limits.format_amount(total.credits, 'credits')} credits"
+        )
+        return format_html(
+            '<span title="{}">{} requests<span class="kg-sub">{} · {} credits</span></span>',
+            exact,
+            f"{total.requests:,}",
+            tokens,
+            limits.format_amount(round(total.credits, 2), "credits"),
+        )
+
+    def _totals(self, obj: ClientKey) -> limits.KeyTotals:
+        return limits.KeyTotals() if obj.pk is None else self._key_usage(obj).total
+
+    @admin.display(description="requests")
+    def lifetime_requests(self, obj: ClientKey) -> str:
+        return f"{self._totals(obj).requests:,}"
+
+    @admin.display(description="tokens")
+    def lifetime_tokens(self, obj: ClientKey) -> str:
+        total = self._totals(obj)
+        return f"{total.input_tokens:,} input, {total.output_tokens:,} output"
+
+    @admin.display(description="credits")
+    def lifetime_credits(self, obj: ClientKey) -> str:
+        return limits.format_amount(self._totals(obj).credits, "credits")
+
+    @admin.display(description="counting since")
+    def lifetime_since(self, obj: ClientKey) -> str:
+        since = self._totals(obj).since
+        return short_time(since) if since else "not used yet"
 
     @admin.display(description="requests in flight")
     def in_flight(self, obj: ClientKey) -> str:
@@ -161,8 +241,38 @@ class ClientKeyAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("<int:pk>/rotate/", wrap(self.rotate_view), name="credentials_clientkey_rotate"),
+            path(
+                "<int:pk>/reset-totals/",
+                wrap(self.reset_totals_view),
+                name="credentials_clientkey_reset_totals",
+            ),
             *super().get_urls(),
         ]
+
+    def reset_totals_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Zero one key's lifetime totals (POST, from its change page)."""
+        key = get_object_or_404(ClientKey, pk=pk)
+        if not self.has_change_permission(request, key):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        self._reset_totals(request, [key])
+        return HttpResponseRedirect(reverse("admin:credentials_clientkey_change", args=[key.pk]))
+
+    def _reset_totals(self, request: HttpRequest, keys: list[ClientKey]) -> None:
+        before = services.client_key_reset_totals(key_ids=[key.pk for key in keys])
+        for key in keys:
+            was = before[key.pk]
+            self.log_change(
+                request,
+                key,
+                f"Reset lifetime statistics (were {was.requests:,} requests, "
+                f"{was.input_tokens:,} input and {was.output_tokens:,} output tokens, "
+                f"{limits.format_amount(was.credits, 'credits')} credits)",
+            )
+        self.message_user(
+            request, f"Reset the lifetime statistics of {len(keys)} key(s).", messages.SUCCESS
+        )
 
     def rotate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         """Give a key a new secret (POST); the old one stops working at once."""
@@ -189,6 +299,10 @@ class ClientKeyAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
             self.log_change(request, key, "Enabled (admin action)")
         count = queryset.update(enabled=True)
         self.message_user(request, f"Enabled {count} key(s).", messages.SUCCESS)
+
+    @admin.action(description="Reset lifetime statistics", permissions=["change"])
+    def reset_totals(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:
+        self._reset_totals(request, list(queryset))
 
     @admin.action(description="Disable selected keys", permissions=["change"])
     def disable(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:

@@ -15,6 +15,9 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from credentials.models import (
     Credential,
@@ -58,6 +61,49 @@ def num(value: Any) -> str:
     if not isinstance(value, int | float):
         return "?"
     return f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
+# The list pages' template: the admin's change list plus static/admin/kiro-admin.css.
+CHANGE_LIST_TEMPLATE = "admin/kiro/change_list.html"
+
+BADGE_TONES = ("ok", "warn", "bad", "plain")
+
+
+def badge(text: str, tone: str = "plain", title: str = "") -> SafeString:
+    """Render a compact status badge (a span styled by kiro-admin.css), escaped."""
+    if tone not in BADGE_TONES:
+        tone = "plain"
+    return format_html('<span class="kg-badge kg-{}" title="{}">{}</span>', tone, title, text)
+
+
+def with_sub(main: Any, sub: str) -> SafeString:
+    """Render a cell's value with a quieter second line under it (escaped)."""
+    if not sub:
+        return format_html("{}", main)
+    return format_html('{}<span class="kg-sub">{}</span>', main, sub)
+
+
+def compact(count: int) -> str:
+    """Render a large count in three significant figures at most (12.3k, 4.56M)."""
+    for size, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if count >= size:
+            value = count / size
+            digits = 0 if value >= 100 else 1 if value >= 10 else 2
+            return f"{value:.{digits}f}".rstrip("0").rstrip(".") + suffix
+    return str(count)
+
+
+def short_time(value: Any) -> str:
+    """Render a datetime compactly for a list column, in the server's time zone: date and
+    time each kept whole, on one line or two."""
+    if value is None:
+        return "—"
+    local = timezone.localtime(value)
+    return format_html(
+        '<span class="kg-num">{}</span> <span class="kg-num">{}</span>',
+        local.strftime("%Y-%m-%d"),
+        local.strftime("%H:%M"),
+    )
 
 
 def usage_text(balance: Any) -> str | None:

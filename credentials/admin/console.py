@@ -19,7 +19,7 @@ from credentials import (
     operations,
     services,
 )
-from credentials.admin.common import CredentialPageBase, num
+from credentials.admin.common import CredentialPageBase, badge, num
 from credentials.forms import (
     ModelTestForm,
 )
@@ -51,15 +51,15 @@ def overage_candidates() -> tuple[dict[int, Credential], int, int]:
 class ConsolePages(CredentialPageBase):
     """The operations console of one credential or the pool: mixed into CredentialAdmin."""
 
-    @admin.display(description="balance (used / limit)")
+    @admin.display(description="balance")
     def balance_column(self, obj: Credential) -> str:
         balance = obj.balance if isinstance(obj.balance, dict) else None
         if not balance:
             return "—"
         exhausted = services.credential_balance_exhausted(balance)
         return format_html(
-            '<span style="color:{}" title="remaining {}; checked {}">{} / {} ({}%)</span>',
-            "#ba2121" if exhausted else "inherit",
+            '<span class="{}" title="remaining {}; checked {}">{} / {} ({}%)</span>',
+            "kg-badge kg-bad" if exhausted else "kg-balance",
             num(balance.get("remaining")),
             obj.balance_checked_at.strftime("%Y-%m-%d %H:%M") if obj.balance_checked_at else "?",
             num(balance.get("current_usage")),
@@ -71,12 +71,12 @@ class ConsolePages(CredentialPageBase):
     def overage_column(self, obj: Credential) -> str:
         # spec kiro-ops #135: enabled / disabled / not supported / unknown
         if obj.overage_capability in NOT_OVERAGE_CAPABLE:
-            return "not supported"
+            return badge("not supported")
         if obj.overage_status == "ENABLED":
-            return "enabled"
+            return badge("enabled", "ok")
         if obj.overage_status == "DISABLED":
-            return "disabled"
-        return "unknown"
+            return badge("disabled")
+        return badge("unknown")
 
     @admin.display(description="balance")
     def balance_summary(self, obj: Credential) -> str:

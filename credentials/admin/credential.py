@@ -23,7 +23,14 @@ from credentials import (
 )
 from credentials.admin.actions import CredentialActions
 from credentials.admin.batch import BatchImportPages
-from credentials.admin.common import URL_FIELDS, NoSecretLookupsMixin, download
+from credentials.admin.common import (
+    URL_FIELDS,
+    NoSecretLookupsMixin,
+    badge,
+    download,
+    short_time,
+    with_sub,
+)
 from credentials.admin.console import ConsolePages
 from credentials.admin.kiro_files import KiroFilePages
 from credentials.admin.login_pages import LoginPages
@@ -49,12 +56,13 @@ class CredentialAdmin(
     form = CredentialConsoleForm
     formfield_overrides = URL_FIELDS
     change_list_template = "admin/credentials/credential/ops_change_list.html"
+    # What an operator scans, fitting 1,280 px; the rest (groups, token expiry, email, plan,
+    # disabled reason in full) is on the change page.
     list_display = [
-        "id", "label", "status", "auth_method", "priority", "group_names", "expires_at",
-        "email", "subscription_title", "balance_column", "overage_column", "failures",
-        "disabled_reason", "last_used_at",
+        "label", "status", "priority", "balance_column", "overage_column", "failures",
+        "last_used",
     ]  # fmt: skip
-    list_display_links = ["id", "label"]
+    list_display_links = ["label"]
     list_filter = [
         "enabled",
         "auth_method",
@@ -106,30 +114,34 @@ class CredentialAdmin(
     ]  # fmt: skip
     filter_horizontal = ["groups"]
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Credential]:
-        return super().get_queryset(request).prefetch_related("groups")
-
-    @admin.display(description="label", ordering="name")
+    @admin.display(description="credential", ordering="id")
     def label(self, obj: Credential) -> str:
-        return obj.name or obj.email or obj.provider or "—"
+        plan = f"{obj.auth_method} · {obj.subscription_title}" if obj.subscription_title else ""
+        name = obj.name or obj.email or obj.provider or "—"
+        return with_sub(f"#{obj.pk} {name}", plan or obj.auth_method)
 
     @admin.display(description="status", ordering="enabled")
     def status(self, obj: Credential) -> str:
         if not obj.enabled:
-            text, color = "disabled", "#ba2121"
-        elif obj.cooldown_until and obj.cooldown_until > timezone.now():
-            text, color = "cooling down", "#b36b00"
-        else:
-            text, color = "enabled", "#2a7d2a"
-        return format_html('<span style="color:{}">{}</span>', color, text)
+            reason = obj.get_disabled_reason_display() if obj.disabled_reason else ""
+            return with_sub(badge("disabled", "bad", reason), reason)
+        if obj.cooldown_until and obj.cooldown_until > timezone.now():
+            until = timezone.localtime(obj.cooldown_until).strftime("%Y-%m-%d %H:%M:%S")
+            return badge("cooling down", "warn", f"until {until}")
+        return badge("enabled", "ok")
 
-    @admin.display(description="groups")
-    def group_names(self, obj: Credential) -> str:
-        return ", ".join(g.name for g in obj.groups.all()) or "—"
-
-    @admin.display(description="failures (consecutive / refresh / total)")
+    @admin.display(description="failures")
     def failures(self, obj: Credential) -> str:
-        return f"{obj.failure_count} / {obj.refresh_failure_count} / {obj.total_failure_count}"
+        return format_html(
+            '<span class="kg-num" title="consecutive / refresh / total">{} / {} / {}</span>',
+            obj.failure_count,
+            obj.refresh_failure_count,
+            obj.total_failure_count,
+        )
+
+    @admin.display(description="last used", ordering="last_used_at")
+    def last_used(self, obj: Credential) -> str:
+        return short_time(obj.last_used_at)
 
     @admin.display(description="unknown keys kept for export")
     def unknown_keys(self, obj: Credential) -> str:

@@ -12,11 +12,13 @@ from django.http import (
 )
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils.html import format_html
 
 from credentials import (
     operations,
     services,
 )
+from credentials.admin.common import badge, short_time
 from credentials.forms import (
     ProxyBulkAddForm,
     ProxyEntryForm,
@@ -24,6 +26,7 @@ from credentials.forms import (
 from credentials.models import (
     Credential,
     ProxyEntry,
+    ProxyHealth,
 )
 
 
@@ -34,8 +37,8 @@ class ProxyEntryAdmin(admin.ModelAdmin):
     form = ProxyEntryForm
     change_list_template = "admin/credentials/proxyentry/change_list.html"
     list_display = [
-        "masked_url", "label", "enabled", "health", "latency", "last_checked_at",
-        "consecutive_failures", "auto_disabled", "credential_count",
+        "masked_url", "label", "state", "latency", "last_checked", "failures",
+        "credential_count",
     ]  # fmt: skip
     list_display_links = ["masked_url"]
     list_filter = ["enabled", "health", "auto_disabled"]
@@ -78,11 +81,28 @@ class ProxyEntryAdmin(admin.ModelAdmin):
     def masked_url(self, obj: ProxyEntry) -> str:
         return services.proxy_mask(obj.url)
 
+    @admin.display(description="state", ordering="enabled")
+    def state(self, obj: ProxyEntry) -> str:
+        tone = {ProxyHealth.HEALTHY: "ok", ProxyHealth.UNHEALTHY: "bad"}.get(obj.health, "plain")
+        health = badge(obj.get_health_display().lower(), tone)
+        if obj.enabled:
+            return health
+        off = "disabled after 3 failed checks" if obj.auto_disabled else "disabled"
+        return format_html("{} {}", badge("disabled", "bad", off), health)
+
+    @admin.display(description="last checked", ordering="last_checked_at")
+    def last_checked(self, obj: ProxyEntry) -> str:
+        return short_time(obj.last_checked_at)
+
+    @admin.display(description="failures", ordering="consecutive_failures")
+    def failures(self, obj: ProxyEntry) -> int:
+        return obj.consecutive_failures
+
     @admin.display(description="latency", ordering="latency_ms")
     def latency(self, obj: ProxyEntry) -> str:
         return f"{obj.latency_ms} ms" if obj.latency_ms is not None else "—"
 
-    @admin.display(description="credentials using it", ordering="n_credentials")
+    @admin.display(description="credentials", ordering="n_credentials")
     def credential_count(self, obj: ProxyEntry) -> int:
         count = getattr(obj, "n_credentials", None)
         return count if count is not None else Credential.objects.filter(proxy_url=obj.url).count()

@@ -24,6 +24,7 @@ from credentials.services.client_keys import (
     client_key_create,
     client_key_generate,
     client_key_prefix,
+    client_key_reset_totals,
     client_key_rotate,
     client_key_sync_system,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "client_key_create",
     "client_key_generate",
     "client_key_prefix",
+    "client_key_reset_totals",
     "client_key_rotate",
     "client_key_sync_system",
     "credential_assign_round_robin",

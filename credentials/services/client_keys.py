@@ -1,14 +1,20 @@
-"""Client keys: creation, rotation, and the system key of config.json."""
+"""Client keys: creation, rotation, lifetime totals reset, the system key of config.json."""
 
 from __future__ import annotations
 
 import secrets
 import string
 
+from django.db import transaction
+from django.utils import timezone
+
+from credentials.limits import KeyTotals, totals_of
 from credentials.models import (
     ClientKey,
+    ClientKeyWindow,
     CredentialGroup,
     GatewaySettings,
+    LimitWindowKind,
     sha256_hex,
 )
 
@@ -60,6 +66,25 @@ def client_key_rotate(*, key: ClientKey) -> str:
         settings_row.api_key = plaintext  # spec kiro-ops feature 74: written back to apiKey
         settings_row.save(update_fields=["api_key", "updated_at"])
     return plaintext
+
+
+def client_key_reset_totals(*, key_ids: list[int]) -> dict[int, KeyTotals]:
+    """Zero the lifetime totals of the keys (their month rows); return what each had.
+
+    The current day and month are untouched: they are what the budgets count."""
+    rows = ClientKeyWindow.objects.select_for_update().filter(
+        client_key_id__in=key_ids, kind=LimitWindowKind.MONTH
+    )
+    with transaction.atomic():
+        before = {row.client_key_id: totals_of(row) for row in rows}
+        rows.update(
+            total_requests=0,
+            total_input_tokens=0,
+            total_output_tokens=0,
+            total_credits=0.0,
+            totals_since=timezone.now(),
+        )
+    return {key_id: before.get(key_id, KeyTotals()) for key_id in key_ids}
 
 
 def client_key_sync_system(*, plaintext: str) -> ClientKey:

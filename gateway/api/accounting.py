@@ -37,13 +37,19 @@ def store_usage(draft: UsageDraft, reservation: Reservation | None) -> UsageReco
     cost = draft.input_tokens + draft.output_tokens
     cost += draft.cache_creation_tokens + draft.cache_read_tokens
     settle_first = reservation is not None and reservation.admission_id is not None
+    settle = {
+        "tokens": cost,
+        "credits": draft.credits,
+        "input_tokens": draft.input_tokens,
+        "output_tokens": draft.output_tokens,
+    }
     try:
         with transaction.atomic():
             if settle_first:
-                limit_settle(reservation=reservation, tokens=cost, credits=draft.credits)
+                limit_settle(reservation=reservation, **settle)
             record = usage_record_store(draft=draft)
             if reservation is not None and not settle_first:
-                limit_settle(reservation=reservation, tokens=cost, credits=draft.credits)
+                limit_settle(reservation=reservation, **settle)
     except Exception:
         if reservation is None:
             raise
