@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from channels.testing import ChannelsLiveServerTestCase
@@ -31,15 +30,6 @@ PAGES = {
     "attempts": "admin:usage_upstreamattempt_changelist",
 }
 CHANGELISTS = [name for name in PAGES if name != "home"]
-# Fails on main today; branch i13-b reworks these lists. Remove once it is merged.
-FIXED_ON_I13B = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="fixed on branch i13-b"
-)
-
-
-def pages(*failing: str) -> list[Any]:
-    """Return the page names to parametrize over, those named in `failing` marked xfail."""
-    return [pytest.param(name, marks=FIXED_ON_I13B) if name in failing else name for name in PAGES]
 
 
 @pytest.fixture
@@ -93,14 +83,14 @@ def open_admin_page(page: Page, name: str, request: pytest.FixtureRequest) -> Pa
     return page
 
 
-@pytest.mark.parametrize("name", pages("credentials"))
+@pytest.mark.parametrize("name", PAGES)
 def test_the_title_is_clear_of_the_object_tools(
     name: str, admin_rows: None, admin_page: Page, request: pytest.FixtureRequest
 ) -> None:
     browser.assert_title_clear_of_tools(open_admin_page(admin_page, name, request))
 
 
-@pytest.mark.parametrize("name", pages("credentials", "usage-records", "proxy-pool", "attempts"))
+@pytest.mark.parametrize("name", PAGES)
 def test_the_page_fits_1280_pixels(
     name: str, admin_rows: None, admin_page: Page, request: pytest.FixtureRequest
 ) -> None:
