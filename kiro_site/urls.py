@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import path, re_path, reverse_lazy
 from django_otp.admin import OTPAdminSite
 
 from gateway.api import edge, health, openai_views
@@ -16,6 +16,9 @@ if settings.ADMIN_OTP_REQUIRED:
 admin.site.site_header = "kiro-gateway"
 admin.site.site_title = "kiro-gateway"
 admin.site.index_title = "Gateway administration"
+# "View site" leads to the operator home (the admin index): the gateway has no public site.
+# Set on the instance, so it holds when ADMIN_OTP_REQUIRED swaps the class above.
+admin.site.site_url = reverse_lazy("admin:index")
 
 # The API views see only their own methods: any other gets 405 after the key check (edge).
 POST, GET = ("POST",), ("GET", "HEAD")
