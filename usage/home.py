@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from credentials import fastsql, jobs
 from credentials.models import AuthMethod, Credential, DisabledReason, JobLock
+from usage.dashboard import ERROR_STATUSES  # errors as the usage dashboard counts them
 from usage.models import UsageRecord, UsageStatus
 
 HOUR = timedelta(hours=1)
@@ -29,8 +30,6 @@ DAY = timedelta(hours=24)
 FIVE = timedelta(minutes=5)
 HOUR_SLICES = HOUR // FIVE  # the sparkline of the last hour: 12 five-minute slices
 BALANCE_ROWS = 15
-# Errors as the usage dashboard counts them: the gateway's own errors and its refusals.
-ERROR_STATUSES = (UsageStatus.ERROR, UsageStatus.REJECTED)
 P95 = 0.95
 
 CredentialFilter = tuple[tuple[str, str], ...]
