@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractUser, AnonymousUser
 from django.urls import reverse
 from django.utils import timezone
 
@@ -437,7 +437,7 @@ def job_rows(now: datetime) -> list[JobRow]:
 # --- the page ---------------------------------------------------------------------------------
 
 
-def operator_home(*, user: AbstractBaseUser | AnonymousUser, now: datetime | None = None) -> Home:
+def operator_home(*, user: AbstractUser | AnonymousUser, now: datetime | None = None) -> Home:
     """Return what the operator home shows to `user`: only the sections it may view."""
     now = now or timezone.now()
     home = Home(now=now)
