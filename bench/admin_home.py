@@ -6,7 +6,8 @@ Each database runs in a child process of its own (Django's settings are per proc
 
 - SQLite: a scratch file under a temporary DATA_DIR, migrated from scratch;
 - Postgres (when DATABASE_URL names one): Django's test database of that URL (`test_<name>`),
-  created for the run and dropped after it; the database the URL names is not touched.
+  created for the run and dropped after it (so not beside a test run on the same URL); the
+  database the URL names is not touched.
 
 The scratch database gets 50 credentials (with balances and model lists), the three job
 leases, and N usage records (bulk_create) spread at random over the last 24 hours and written
@@ -142,6 +143,7 @@ def child(args: argparse.Namespace) -> None:
     from usage import home
 
     postgres = connection.vendor == "postgresql"
+    named = connection.settings_dict["NAME"]
     if postgres:
         connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
     else:
@@ -183,9 +185,7 @@ def child(args: argparse.Namespace) -> None:
             print(f"   plan {index}: {plan[:400]}")
     finally:
         if postgres:
-            connection.creation.destroy_test_db(
-                connection.settings_dict["NAME"], verbosity=0, keepdb=False
-            )
+            connection.creation.destroy_test_db(named, verbosity=0, keepdb=False)
 
 
 def main() -> None:
