@@ -13,12 +13,12 @@ from gateway.api import views as gateway_views
 if settings.ADMIN_OTP_REQUIRED:
     # Staff are then verified by a TOTP device as well (django-otp's admin site).
     admin.site.__class__ = OTPAdminSite
-admin.site.site_header = "kiro-gateway"
-admin.site.site_title = "kiro-gateway"
-admin.site.index_title = "Gateway administration"
 # "View site" leads to the operator home (the admin index): the gateway has no public site.
 # Set on the instance, so it holds when ADMIN_OTP_REQUIRED swaps the class above.
 admin.site.site_url = reverse_lazy("admin:index")
+admin.site.site_header = "kiro-gateway"
+admin.site.site_title = "kiro-gateway"
+admin.site.index_title = "Gateway administration"
 
 # The API views see only their own methods: any other gets 405 after the key check (edge).
 POST, GET = ("POST",), ("GET", "HEAD")
