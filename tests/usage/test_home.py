@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from credentials import services
+from credentials.admin.common import SECRET_LOOKUPS
 from credentials.models import Credential, DisabledReason, JobLock
 from tests.factories import PASSWORD, CredentialFactory
 from tests.usage.factories import UsageRecordFactory
@@ -314,6 +315,11 @@ def test_each_job_shows_its_last_run(superuser, admin_client_as) -> None:
     }
     assert "3 ok" in html
     assert "never" in html  # retention has not run
+
+
+def test_the_home_reads_no_secret_column() -> None:
+    assert set(home.CREDENTIAL_FIELDS).isdisjoint(SECRET_LOOKUPS)
+    assert not any(name.endswith("_hash") for name in home.CREDENTIAL_FIELDS)
 
 
 @pytest.mark.parametrize("persona", ["superuser", "operator", "viewer"])
