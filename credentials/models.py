@@ -96,6 +96,9 @@ class Credential(models.Model):
     disabled_reason = models.CharField(max_length=32, choices=DisabledReason.choices, blank=True)
     failure_count = models.PositiveIntegerField(default=0)
     refresh_failure_count = models.PositiveIntegerField(default=0)
+    last_refresh_failure_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a token refresh last failed (the admin home)."
+    )
     total_failure_count = models.PositiveBigIntegerField(default=0)
     success_count = models.PositiveBigIntegerField(default=0)
     last_used_at = models.DateTimeField(null=True, blank=True)

@@ -96,6 +96,7 @@ INSTALLED_APPS = [
 # The admin stack. The client API (/v1, /cc/v1) runs without middleware: see asgi.py.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "kiro_site.middleware.reject_nul_in_query",  # Postgres refuses NUL: 400, not a 500
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import path, re_path, reverse_lazy
 from django_otp.admin import OTPAdminSite
 
 from gateway.api import edge, health, openai_views
@@ -13,6 +13,9 @@ from gateway.api import views as gateway_views
 if settings.ADMIN_OTP_REQUIRED:
     # Staff are then verified by a TOTP device as well (django-otp's admin site).
     admin.site.__class__ = OTPAdminSite
+# "View site" leads to the operator home (the admin index): the gateway has no public site.
+# Set on the instance, so it holds when ADMIN_OTP_REQUIRED swaps the class above.
+admin.site.site_url = reverse_lazy("admin:index")
 admin.site.site_header = "kiro-gateway"
 admin.site.site_title = "kiro-gateway"
 admin.site.index_title = "Gateway administration"

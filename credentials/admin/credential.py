@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -43,6 +43,28 @@ from credentials.models import (
 )
 
 
+class CredentialStateFilter(admin.SimpleListFilter):
+    """Filter credentials by the state the status column shows (the operator home links here)."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("enabled", "enabled"), ("cooling", "cooling down"), ("disabled", "disabled")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        now = timezone.now()
+        cooling = Q(enabled=True, cooldown_until__gt=now)
+        match self.value():
+            case "enabled":
+                return queryset.filter(enabled=True).exclude(cooling)
+            case "cooling":
+                return queryset.filter(cooling)
+            case "disabled":
+                return queryset.filter(enabled=False)
+        return queryset  # no choice, or one this filter does not know: everything
+
+
 @admin.register(Credential)
 class CredentialAdmin(
     NoSecretLookupsMixin,
@@ -64,6 +86,7 @@ class CredentialAdmin(
     ]  # fmt: skip
     list_display_links = ["label"]
     list_filter = [
+        CredentialStateFilter,
         "enabled",
         "auth_method",
         "disabled_reason",

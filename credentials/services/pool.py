@@ -257,7 +257,12 @@ def credential_refresh_commit(
 def credential_refresh_failed(*, credential_id: int, owner: str, invalid_grant: bool) -> bool:
     """Record a failed refresh and release the claim. Return whether it was disabled."""
     now = timezone.now()
-    release = {"refresh_claimed_until": None, "refresh_claim_owner": "", "updated_at": now}
+    release = {
+        "refresh_claimed_until": None,
+        "refresh_claim_owner": "",
+        "last_refresh_failure_at": now,
+        "updated_at": now,
+    }
     rows = Credential.objects.filter(pk=credential_id)
     if invalid_grant:
         rows.update(enabled=False, disabled_reason=DisabledReason.INVALID_REFRESH_TOKEN, **release)

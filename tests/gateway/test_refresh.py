@@ -89,6 +89,7 @@ def test_invalid_grant_disables_the_credential_and_fails_over(gateway):
     assert response.status_code == 200
     stored = Credential.objects.get(pk=broken.pk)
     assert (stored.enabled, stored.disabled_reason) == (False, "InvalidRefreshToken")
+    assert stored.last_refresh_failure_at is not None  # listed on the admin home
     record = UsageRecord.objects.get()
     assert [(a.credential_id, a.outcome) for a in record.attempts.all()] == [
         (broken.pk, "auth_failed"),
