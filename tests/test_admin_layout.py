@@ -99,6 +99,24 @@ def test_the_page_fits_1280_pixels(
     assert measure["result_list"] == (name in CHANGELISTS), measure
 
 
+def test_the_home_draws_its_sparklines(
+    admin_rows: None, admin_page: Page, request: pytest.FixtureRequest
+) -> None:
+    page = open_admin_page(admin_page, "home", request)
+    page.wait_for_function(
+        """() => {
+            const all = document.querySelectorAll("canvas[data-sparkline]");
+            return all.length === 4 && Array.from(all).every(
+                (c) => c.getAttribute("data-rendered") === "true");
+        }"""
+    )
+    drawn = page.evaluate(
+        """() => Array.from(document.querySelectorAll("canvas[data-sparkline]")).map(
+            (c) => c.width > 0 && c.height > 0)"""
+    )
+    assert drawn == [True] * 4
+
+
 @pytest.mark.timeout(120)
 class DashboardLayoutTest(ChannelsLiveServerTestCase):
     """The usage dashboard at 1280×800, served by daphne as in production (its live feed)."""
