@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{os.cpu_count()} CPUs shared by the fake, the client and the workers"
         )
         print(
-            f"other load on the box: {foreign * 100:.0f}% of all CPUs used by other processes"
+            f"other load on the box: {foreign * 100:.0f}% of all CPUs used by other processes "
+            "(the Postgres and Redis servers included)"
             + ("  << NOISY: figures are skewed" if foreign > 0.05 else "")
         )
         print()
