@@ -16,8 +16,8 @@ and once through each server:
    event of the gateway process (utime + stime from /proc/<pid>/stat), the fake and the client;
 3. 1,000 slow streams (40 events 500 ms apart, opened over 10 s): completed, errors, the
    gateway's VmRSS at peak against its idle baseline, the gaps between events, and GET
-   /healthz polled every 250 ms on the main port and on the health port (KIRO_HEALTH_PORT,
-   answered off the event loop).
+   /healthz polled every 250 ms on the main port and on the health port (`manage.py
+   health_port`, the probe's own process, as `serve --health-port` runs it).
 
 Events are what the client receives: SSE events (counted by their blank-line separators)
 from the gateway, event-stream frames (decoded with `EventStreamDecoder`) from the fake.
@@ -1092,9 +1092,27 @@ def main(argv: list[str] | None = None) -> int:
 
         for name in servers:
             port = free_port()
+            # The health port as `manage.py serve --health-port` runs it: a process of its own,
+            # told by the worker's heartbeat file that its loop turns.
             health_port = free_port()
+            beats = tmp / f"beats-{name}"
+            beats.mkdir()
             child = Child(
-                name, SERVERS[name](port), {**env, "KIRO_HEALTH_PORT": str(health_port)}, tmp
+                name, SERVERS[name](port), {**env, "KIRO_HEALTH_BEAT_DIR": str(beats)}, tmp
+            )
+            prober = Child(
+                f"{name}-health",
+                [
+                    PY,
+                    "manage.py",
+                    "health_port",
+                    "--port",
+                    str(health_port),
+                    "--beat-dir",
+                    str(beats),
+                ],
+                env,
+                tmp,
             )
             spy: subprocess.Popen | None = None
             try:
@@ -1145,6 +1163,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 stop_profiler(spy)
                 child.stop()
+                prober.stop()
 
         # CPU used by anything other than this bench and its children: other work on the
         # box skews every figure, so say how much there was.

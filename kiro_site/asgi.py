@@ -27,7 +27,7 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E4
 from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
-from gateway.api import edge, health, health_listener  # noqa: E402
+from gateway.api import edge, health  # noqa: E402
 from kiro_site.routing import websocket_application  # noqa: E402
 from usage.services import usage_drafts_collect  # noqa: E402
 
@@ -131,7 +131,7 @@ site_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
 
 async def http_application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Send API paths to the lean handler; the admin and the rest to the full stack."""
-    health.watch_event_loop()  # the health port's view of this loop (one test after the first)
+    health.watch_event_loop()  # the health port's heartbeat, if lifespan did not start it
     if scope.get("path", "").startswith(API_PREFIXES):
         await gateway_asgi_app(scope, receive, send)
     else:
@@ -139,5 +139,20 @@ async def http_application(scope: dict[str, Any], receive: Any, send: Any) -> No
         await site_asgi_app(scope, receive, send)
 
 
-health_listener.start_from_settings()  # KIRO_HEALTH_PORT: /healthz off the event loop
-application = ProtocolTypeRouter({"http": http_application, "websocket": websocket_application})
+router = ProtocolTypeRouter({"http": http_application, "websocket": websocket_application})
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The ASGI entry point: HTTP and websockets through the router; the lifespan protocol
+    (uvicorn, `manage.py serve`) starts the worker's heartbeat for the health port."""
+    if scope["type"] != "lifespan":
+        await router(scope, receive, send)
+        return
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            health.watch_event_loop()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

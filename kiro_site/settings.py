@@ -245,11 +245,13 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 # How long /healthz reuses its database probe (gateway/api/health.py).
 KIRO_HEALTH_CACHE_SECS = env.float("KIRO_HEALTH_CACHE_SECS", default=2.0)
-# /healthz on a port of its own, answered by threads instead of the busy event loop
-# (gateway.api.health_listener); 0 turns it off. `manage.py serve` binds it on its --host.
+# /healthz on a port of its own, served by a process of its own (`manage.py health_port`,
+# started by `manage.py serve --health-port`); 0 turns it off. The workers touch heartbeat
+# files in KIRO_HEALTH_BEAT_DIR (a private folder `serve` makes and passes them).
 KIRO_HEALTH_PORT = env.int("KIRO_HEALTH_PORT", default=0)
 KIRO_HEALTH_HOST = env.str("KIRO_HEALTH_HOST", default="127.0.0.1")
-# The health port answers 503 when a process's event loop has not turned for this long.
+KIRO_HEALTH_BEAT_DIR = env.str("KIRO_HEALTH_BEAT_DIR", default="")
+# The health port answers 503 when a worker's event loop has not turned for this long.
 KIRO_HEALTH_LOOP_STALL_SECS = env.float("KIRO_HEALTH_LOOP_STALL_SECS", default=10.0)
 
 # Inbound images over these limits are downscaled and re-encoded as JPEG (kiro.rs's variables

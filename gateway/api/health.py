@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -16,6 +19,8 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from usage.metrics import metrics_render
+
+log = logging.getLogger(__name__)
 
 
 def _ping_database() -> None:
@@ -42,7 +47,7 @@ def _database_status() -> dict[str, object]:
 # A load balancer's probe must not queue behind the requests' database work: the probe runs
 # on a thread of its own, at most once per KIRO_HEALTH_CACHE_SECS, and every probe in between
 # answers from the last result without leaving the event loop. The health port's listener
-# (gateway.api.health_listener) shares the same cached result from its own threads.
+# process (gateway.api.health_listener) caches its own probe the same way.
 _probe_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthz")
 _probe_lock = threading.Lock()
 _last: tuple[float, dict[str, object]] | None = None
@@ -85,45 +90,89 @@ async def _database() -> dict[str, object]:
     return await asyncio.shield(_probing)
 
 
-# The event loop's heartbeat, for the health port: a loop that stops turning (a blocking call,
-# a deadlock) makes the listener answer 503 although its own thread still runs.
-_beat: float | None = None
-_watched: asyncio.AbstractEventLoop | None = None
+# Each worker's heartbeat, for the health port. The port is served by a process of its own
+# (`manage.py health_port`, started by `serve`), so that no worker's busy loop, GIL or garbage
+# collection delays a probe; it learns that the workers' loops still turn from one file per
+# worker in KIRO_HEALTH_BEAT_DIR, touched by the loop every BEAT_SECS.
 BEAT_SECS = 0.5
+_watched: asyncio.AbstractEventLoop | None = None
 
 
-def _heartbeat(loop: asyncio.AbstractEventLoop) -> None:
-    global _beat
-    if loop is _watched:  # a loop replaced by another (tests) lets its beat die out
-        _beat = time.monotonic()
-        loop.call_later(BEAT_SECS, _heartbeat, loop)
+def _beat_path() -> Path | None:
+    folder = str(getattr(settings, "KIRO_HEALTH_BEAT_DIR", "") or "")
+    return Path(folder) / str(os.getpid()) if folder else None
+
+
+def _heartbeat(loop: asyncio.AbstractEventLoop, path: Path) -> None:
+    if loop is not _watched:  # a loop replaced by another (tests) lets its beat die out
+        return
+    # One utime(2) every half second: microseconds, on a timer, never per request or event.
+    try:
+        path.touch()
+    except OSError:
+        log.warning("health: cannot touch the heartbeat file %s", path, exc_info=True)
+    loop.call_later(BEAT_SECS, _heartbeat, loop, path)
 
 
 def watch_event_loop() -> None:
-    """From the serving loop: start its heartbeat (once per loop)."""
+    """From the serving loop (at startup, or its first request): start its heartbeat."""
     global _watched
     loop = asyncio.get_running_loop()
-    if loop is not _watched:
-        _watched = loop
-        _heartbeat(loop)
+    if loop is _watched:
+        return
+    path = _beat_path()
+    if path is None:
+        return
+    _watched = loop
+    _heartbeat(loop, path)
 
 
-def event_loop_health() -> dict[str, object]:
-    """Whether the serving loop turned recently (`None` age: no request served yet)."""
-    stall = float(getattr(settings, "KIRO_HEALTH_LOOP_STALL_SECS", 10.0))
-    beat = _beat
-    if beat is None:
-        return {"ok": True, "age_ms": None}
-    age = time.monotonic() - beat
-    return {"ok": age < stall, "age_ms": round(age * 1000, 1)}
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-def health_answer(database: dict[str, object], loop: dict[str, object] | None = None):
+def workers_health(folder: Path, stall_secs: float) -> dict[str, object]:
+    """The workers' loops as their heartbeat files tell: ok when at least one worker beats and
+    none has stopped for `stall_secs`. Files of workers that exited are removed."""
+    now = time.time()
+    ages = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        entries = []
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        if not _alive(int(entry.name)):
+            entry.unlink(missing_ok=True)  # a worker that exited (a new one replaces it)
+            continue
+        try:
+            ages.append(max(0.0, now - entry.stat().st_mtime))
+        except OSError:
+            continue
+    stalled = sum(age >= stall_secs for age in ages)
+    return {
+        "ok": bool(ages) and stalled == 0,
+        "workers": len(ages),
+        "stalled": stalled,
+        "oldest_beat_ms": round(max(ages) * 1000, 1) if ages else None,
+    }
+
+
+def health_answer(
+    database: dict[str, object], workers: dict[str, object] | None = None
+) -> tuple[dict[str, object], int]:
     """The probe's JSON body and status, the same on both ports."""
-    ok = bool(database["ok"]) and (loop is None or bool(loop["ok"]))
+    ok = bool(database["ok"]) and (workers is None or bool(workers["ok"]))
     body: dict[str, object] = {"status": "ok" if ok else "degraded", "database": database}
-    if loop is not None:
-        body["event_loop"] = loop
+    if workers is not None:
+        body["workers"] = workers
     return body, (200 if ok else 503)
 
 

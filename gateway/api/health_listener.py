@@ -1,11 +1,12 @@
-"""`GET /healthz` on a port of its own (KIRO_HEALTH_PORT), answered by threads, not the loop.
+"""`GET /healthz` on a port of its own (KIRO_HEALTH_PORT), served by a process of its own.
 
-Under load the event loop of a gateway process is busy with streams, and a probe on the main
-port waits its turn behind them (bench/gateway.py measured up to 0.9 s with 1,000 slow
-streams). The listener answers from its own threads: the cached database probe of
-`gateway.api.health` plus the serving loop's heartbeat, so that it still reports a process
-whose loop stopped turning. Every worker of `manage.py serve` binds the port with
-SO_REUSEPORT; the kernel spreads the probes over them.
+Under load a worker's event loop is busy with streams, and a probe on the main port waits its
+turn behind them; a thread inside the worker would still share its GIL and its garbage
+collector's pauses. `manage.py serve` therefore starts this listener as a separate process
+(`manage.py health_port`). It answers from its own threads with its own cached database
+probe (`gateway.api.health`) and the workers' heartbeats (one file per worker in the beat
+folder, touched by each worker's loop), so that a worker whose loop stopped turning still
+shows: 503 when none beats or one has stalled for KIRO_HEALTH_LOOP_STALL_SECS.
 """
 
 from __future__ import annotations
@@ -14,31 +15,45 @@ import json
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from gateway.api import health
 
 log = logging.getLogger(__name__)
 
 
+class HealthServer(ThreadingHTTPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], beat_dir: Path, stall_secs: float) -> None:
+        super().__init__(address, _Handler)
+        self.beat_dir = beat_dir
+        self.stall_secs = stall_secs
+
+    def answer(self) -> tuple[dict[str, object], int]:
+        workers = health.workers_health(self.beat_dir, self.stall_secs)
+        return health.health_answer(health.database_health(), workers)
+
+
 class _Handler(BaseHTTPRequestHandler):
+    server: HealthServer
     server_version = "kiro-gateway-health"
     sys_version = ""
 
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] != "/healthz":
-            self._send(
-                404,
-                {"type": "error", "error": {"type": "not_found_error", "message": "Not found."}},
-            )
+            error = {"type": "not_found_error", "message": "Only /healthz is served here."}
+            self._send({"type": "error", "error": error}, 404)
             return
-        body, status = health.health_answer(health.database_health(), health.event_loop_health())
-        self._send(status, body)
+        body, status = self.server.answer()
+        self._send(body, status)
 
     def do_HEAD(self) -> None:
-        body, status = health.health_answer(health.database_health(), health.event_loop_health())
-        self._send(status, body, head=True)
+        body, status = self.server.answer()
+        self._send(body, status, head=True)
 
-    def _send(self, status: int, body: dict, *, head: bool = False) -> None:
+    def _send(self, body: dict, status: int, *, head: bool = False) -> None:
         raw = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -52,31 +67,10 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # a probe every few seconds per balancer: not worth a log line
 
 
-class HealthServer(ThreadingHTTPServer):
-    allow_reuse_address = True
-    allow_reuse_port = True  # every worker process binds the same port
-    daemon_threads = True
-
-
-def start(host: str, port: int) -> HealthServer:
-    """Serve the probe on host:port from a daemon thread; return the server."""
-    server = HealthServer((host, port), _Handler)
+def start(host: str, port: int, beat_dir: Path, stall_secs: float) -> HealthServer:
+    """Serve the probe on host:port from a daemon thread (port 0: any free one)."""
+    server = HealthServer((host, port), beat_dir, stall_secs)
     thread = threading.Thread(target=server.serve_forever, name="healthz-port", daemon=True)
     thread.start()
     log.info("health probe listening on %s:%s", host, server.server_address[1])
     return server
-
-
-_started: HealthServer | None = None
-
-
-def start_from_settings() -> HealthServer | None:
-    """Start the listener once per process when KIRO_HEALTH_PORT is set."""
-    global _started
-    from django.conf import settings
-
-    port = int(getattr(settings, "KIRO_HEALTH_PORT", 0) or 0)
-    if not port or _started is not None:
-        return _started
-    _started = start(str(getattr(settings, "KIRO_HEALTH_HOST", "127.0.0.1")), port)
-    return _started

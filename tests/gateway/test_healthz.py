@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import threading
+import os
+import subprocess
+import sys
 import time
 
 import httpx
@@ -17,7 +19,6 @@ from gateway.api import health
 def fresh_probe(monkeypatch):
     """Each test starts without a cached probe result or a watched event loop."""
     monkeypatch.setattr(health, "_last", None)
-    monkeypatch.setattr(health, "_beat", None)
     monkeypatch.setattr(health, "_watched", None)
 
 
@@ -79,22 +80,47 @@ async def test_a_stale_result_is_probed_again(monkeypatch, settings):
     assert (await AsyncClient().get("/healthz")).status_code == 503
 
 
-# --- the health port: /healthz from threads, off the event loop ---------------------------------
+# --- the health port: /healthz from a process of its own, with the workers' heartbeats ------
+
+
+STALL = 0.8  # KIRO_HEALTH_LOOP_STALL_SECS in these tests
 
 
 @pytest.fixture
-def health_port():
-    """A health listener on a free port of 127.0.0.1 in this process; its base URL."""
+def beats(tmp_path):
+    """The heartbeat folder the workers touch their files in."""
+    return tmp_path
+
+
+@pytest.fixture
+def health_port(beats):
+    """A health listener on a free port of 127.0.0.1 (here in the test's process, as
+    `manage.py health_port` runs it in its own); its base URL."""
     from gateway.api import health_listener
 
-    server = health_listener.start("127.0.0.1", 0)
+    server = health_listener.start("127.0.0.1", 0, beats, STALL)
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
 
 
+def beat(beats, pid: int, age: float = 0.0) -> None:
+    path = beats / str(pid)
+    path.touch()
+    stamp = time.time() - age
+    os.utime(path, (stamp, stamp))
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait(timeout=30)
+    return process.pid
+
+
 @pytest.mark.django_db(transaction=True)
-def test_the_health_port_answers_as_the_main_one(health_port):
+def test_the_health_port_answers_as_the_main_one_with_the_workers(health_port, beats):
+    beat(beats, os.getpid())
+
     response = httpx.get(health_port + "/healthz", timeout=5)
 
     assert response.status_code == 200
@@ -102,11 +128,48 @@ def test_the_health_port_answers_as_the_main_one(health_port):
     body = response.json()
     assert body["status"] == "ok"
     assert body["database"]["ok"] is True
-    assert body["event_loop"]["ok"] is True
+    assert body["workers"]["ok"] is True and body["workers"]["workers"] == 1
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_health_port_reports_the_database_down(health_port, monkeypatch):
+def test_the_health_port_is_503_until_a_worker_beats(health_port):
+    response = httpx.get(health_port + "/healthz", timeout=5)
+
+    assert response.status_code == 503
+    assert response.json()["workers"] == {
+        "ok": False,
+        "workers": 0,
+        "stalled": 0,
+        "oldest_beat_ms": None,
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_whose_loop_stopped_turning_makes_it_503(health_port, beats):
+    beat(beats, os.getpid(), age=STALL + 1)
+
+    response = httpx.get(health_port + "/healthz", timeout=5)
+
+    assert response.status_code == 503
+    assert response.json()["workers"]["stalled"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_file_of_a_worker_that_exited_is_dropped(health_port, beats):
+    beat(beats, os.getpid())
+    gone = dead_pid()
+    beat(beats, gone, age=STALL + 5)
+
+    response = httpx.get(health_port + "/healthz", timeout=5)
+
+    assert response.status_code == 200
+    assert response.json()["workers"]["workers"] == 1
+    assert not (beats / str(gone)).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_health_port_reports_the_database_down(health_port, beats, monkeypatch):
+    beat(beats, os.getpid())
     monkeypatch.setattr(health, "_ping_database", lambda: (_ for _ in ()).throw(OSError("down")))
 
     response = httpx.get(health_port + "/healthz", timeout=5)
@@ -116,37 +179,35 @@ def test_the_health_port_reports_the_database_down(health_port, monkeypatch):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_health_port_answers_while_the_event_loop_is_blocked(health_port, settings):
-    """A loop busy for a while (here: blocked outright) does not delay the probe; one that
-    stops turning for longer than KIRO_HEALTH_LOOP_STALL_SECS makes it answer 503."""
-    settings.KIRO_HEALTH_LOOP_STALL_SECS = 0.8
-    answers: list[tuple[int, float]] = []
-
-    async def serve_then_block() -> None:
-        health.watch_event_loop()
-        await asyncio.sleep(0.1)
-        time.sleep(1.5)  # the loop blocked: no heartbeat, no other task
-
-    def probe() -> None:
-        time.sleep(0.4)
-        for _ in range(2):
-            started = time.perf_counter()
-            status = httpx.get(health_port + "/healthz", timeout=5).status_code
-            answers.append((status, time.perf_counter() - started))
-            time.sleep(0.6)
-
-    prober = threading.Thread(target=probe)
-    prober.start()
-    asyncio.run(serve_then_block())
-    prober.join(timeout=10)
-
-    assert [status for status, _ in answers] == [200, 503]
-    assert all(seconds < 0.5 for _, seconds in answers)
-
-
-@pytest.mark.django_db(transaction=True)
 def test_the_health_port_has_only_healthz(health_port):
     response = httpx.get(health_port + "/admin/", timeout=5)
 
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "not_found_error"
+
+
+def test_a_worker_loop_touches_its_heartbeat_file_while_it_turns(beats, settings):
+    settings.KIRO_HEALTH_BEAT_DIR = str(beats)
+    path = beats / str(os.getpid())
+    stamps = []
+
+    async def turn() -> None:
+        health.watch_event_loop()
+        for _ in range(3):
+            stamps.append(path.stat().st_mtime_ns)
+            await asyncio.sleep(health.BEAT_SECS + 0.1)
+
+    asyncio.run(turn())
+
+    assert stamps[0] < stamps[1] < stamps[2]
+
+
+def test_without_a_beat_folder_nothing_is_written(beats, settings):
+    settings.KIRO_HEALTH_BEAT_DIR = ""
+
+    async def turn() -> None:
+        health.watch_event_loop()
+
+    asyncio.run(turn())
+
+    assert list(beats.iterdir()) == []

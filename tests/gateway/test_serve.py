@@ -9,6 +9,7 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from gateway.fakekiro.script import Script
 from tests.gateway.conftest import ROOT, free_port, gateway_env, wait_healthy
@@ -95,16 +96,26 @@ def test_the_admins_websocket_is_served(gateway):
         process.wait(timeout=25)
 
 
-def test_the_workers_answer_the_health_port(gateway):
+def test_the_health_port_is_served_beside_the_workers(gateway):
+    """`serve --health-port` starts the probe's own process; both workers beat from their
+    start (the lifespan protocol), before any request."""
     health_port = free_port()
-    url, process = serve(gateway, "--workers", "2", "--health-port", str(health_port))
+    _, process = serve(gateway, "--workers", "2", "--health-port", str(health_port))
+    probe = f"http://127.0.0.1:{health_port}/healthz"
     try:
-        httpx.get(url + "/healthz", timeout=10)  # a request: the serving loop beats
-        probes = [httpx.get(f"http://127.0.0.1:{health_port}/healthz", timeout=5) for _ in range(6)]
+        deadline = time.monotonic() + 20
+        while True:  # the workers start one after the other
+            answer = httpx.get(probe, timeout=5)
+            if answer.json()["workers"]["workers"] == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        probes = [httpx.get(probe, timeout=5) for _ in range(4)]
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=25)
 
-    assert [p.status_code for p in probes] == [200] * 6
+    assert [p.status_code for p in probes] == [200] * 4
     assert all(p.json()["database"]["ok"] for p in probes)
-    assert all(p.json()["event_loop"]["ok"] for p in probes)
+    assert all(p.json()["workers"]["workers"] == 2 for p in probes)
+    with pytest.raises(httpx.ConnectError):  # stopped with the server
+        httpx.get(probe, timeout=5)

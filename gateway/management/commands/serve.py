@@ -1,5 +1,6 @@
 """`manage.py serve`: the production server. N uvicorn workers share the port (client traffic
-and the admin's websocket), `run_jobs` runs beside them, and SIGTERM drains.
+and the admin's websocket), `run_jobs` runs beside them (and, with --health-port, the health
+probe's own process: `manage.py health_port`), and SIGTERM drains.
 
 uvicorn rather than daphne: bench/gateway.py measures it ahead on this machine (first event
 about as soon, 20–40 % more events per second on one process), and its supervisor runs the
@@ -11,9 +12,11 @@ that still writes its usage record (as a client disconnect), so no record is los
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 import uvicorn
@@ -51,14 +54,18 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        health = None
+        beat_dir = ""
         if options["health_port"]:
-            # The workers read these when they import the app (gateway.api.health_listener);
-            # one worker runs in this process, whose settings are already loaded.
+            # The probe's own process; the workers tell it their loops turn through heartbeat
+            # files in a private folder (gateway.api.health_listener).
+            beat_dir = tempfile.mkdtemp(prefix="kiro-health-")
+            os.environ["KIRO_HEALTH_BEAT_DIR"] = beat_dir  # the workers read it on import
+            settings.KIRO_HEALTH_BEAT_DIR = beat_dir  # one worker runs in this process
             host = os.environ.get("KIRO_HEALTH_HOST") or options["host"]
-            os.environ["KIRO_HEALTH_PORT"] = str(options["health_port"])
-            os.environ["KIRO_HEALTH_HOST"] = host
-            settings.KIRO_HEALTH_PORT = options["health_port"]
-            settings.KIRO_HEALTH_HOST = host
+            command = [sys.executable, "manage.py", "health_port", "--host", host]
+            command += ["--port", str(options["health_port"]), "--beat-dir", beat_dir]
+            health = subprocess.Popen(command, cwd=settings.BASE_DIR)
         jobs = None
         if not options["no_jobs"]:
             jobs = subprocess.Popen(
@@ -70,7 +77,7 @@ class Command(BaseCommand):
                 host=options["host"],
                 port=options["port"],
                 workers=max(1, options["workers"]),
-                lifespan="off",
+                lifespan="on",
                 ws="websockets",
                 timeout_graceful_shutdown=options["grace"],
                 proxy_headers=bool(getattr(settings, "SECURE_PROXY_SSL_HEADER", None)),
@@ -78,9 +85,12 @@ class Command(BaseCommand):
                 log_level=os.environ.get("LOG_LEVEL", "info").lower(),
             )
         finally:
-            if jobs is not None and jobs.poll() is None:
-                jobs.send_signal(signal.SIGTERM)
-                try:
-                    jobs.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    jobs.kill()
+            for helper in (jobs, health):
+                if helper is not None and helper.poll() is None:
+                    helper.send_signal(signal.SIGTERM)
+                    try:
+                        helper.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        helper.kill()
+            if beat_dir:
+                shutil.rmtree(beat_dir, ignore_errors=True)
