@@ -951,7 +951,7 @@ def report(plan: Plan, outcomes: dict[str, Outcome]) -> str:
         s = out.slow
         if s is None:
             if out.failure or "slow" not in plan.phases:
-                rows.append([name, out.failure or "-", *["-"] * 12])
+                rows.append([name, out.failure or "-", *["-"] * 14])
             continue
         per_stream = (
             (s.rss_peak - s.rss_idle) / s.opened
