@@ -8,10 +8,10 @@ Every gateway process shares the database, so the state lives there (Redis is no
   the start of a new day or calendar month in TIME_ZONE): the settled requests, tokens
   (input + output + cache creation + cache read) and credits of the window, and the peak
   tokens and credits of one request, kept across rollovers.
-- The month row also carries the key's lifetime totals (requests, input and output tokens,
-  credits, and since when), moved by the same UPDATE as the month's usage, so that they cost
-  no statement of their own, and kept across rollovers; `client_key_reset_totals` (services)
-  zeroes them.
+- The month row also carries the key's lifetime totals (requests, input tokens with the cached
+  parts of the prompt, output tokens, credits, and since when), moved by the same UPDATE as
+  the month's usage, so that they cost no statement of their own, and kept across rollovers;
+  `client_key_reset_totals` (services) zeroes them.
 - `ClientKeyWindow` rows of kind `request`, one per admitted request: it holds the request's
   estimate (`tokens`, `credits`) until the request is settled, and counts toward the key's
   requests per minute for 60 seconds after admission. A request that is never settled (its

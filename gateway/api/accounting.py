@@ -40,7 +40,8 @@ def store_usage(draft: UsageDraft, reservation: Reservation | None) -> UsageReco
     settle = {
         "tokens": cost,
         "credits": draft.credits,
-        "input_tokens": draft.input_tokens,
+        # The lifetime "in" figure is the whole prompt: cached parts included.
+        "input_tokens": cost - draft.output_tokens,
         "output_tokens": draft.output_tokens,
     }
     try:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from django.db import connection
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.test.utils import CaptureQueriesContext
 
 from credentials import limits
@@ -37,8 +37,38 @@ def _totals(key: ClientKey) -> limits.KeyTotals:
 
 def _sums(key: ClientKey) -> dict:
     return UsageRecord.objects.filter(client_key=key).aggregate(
-        input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"), credits=Sum("credits")
+        input_tokens=Sum(F("input_tokens") + F("cache_creation_tokens") + F("cache_read_tokens")),
+        output_tokens=Sum("output_tokens"),
+        credits=Sum("credits"),
+        cached=Sum(F("cache_creation_tokens") + F("cache_read_tokens")),
     )
+
+
+def test_the_lifetime_input_counts_the_cached_parts_of_the_prompt(gateway):
+    """With prompt-cache metering the record splits the prompt into input, cache creation and
+    cache read; the key's lifetime "in" figure is the whole prompt."""
+    gateway.add_credential()
+    key = the_test_key()
+    long_system = [
+        {
+            "type": "text",
+            "text": "House rules: " + "answer briefly. " * 400,
+            "cache_control": {"type": "ephemeral"},
+        }
+    ]
+    for question in ("one", "two"):
+        body = {**BODY, "system": long_system, "messages": [{"role": "user", "content": question}]}
+        answer = httpx.post(
+            gateway.base_url + "/v1/messages",
+            json=body,
+            headers={"x-api-key": gateway.key},
+            timeout=30,
+        )
+        assert answer.status_code == 200
+
+    totals, sums = _totals(key), _sums(key)
+    assert sums["cached"] > 1000
+    assert totals.input_tokens == sums["input_tokens"]
 
 
 def test_requests_through_the_gateway_move_the_keys_lifetime_totals(gateway):

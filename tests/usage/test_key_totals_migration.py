@@ -48,6 +48,9 @@ def test_the_totals_are_backfilled_from_the_records_the_limits_would_have_counte
     record(with_row, endpoint="/v1/messages/count_tokens", input_tokens=999)  # local answer
     record(with_row, status="rejected", error_type="key_rpm_limit")  # refused by its limits
     record(without_row, input_tokens=7, output_tokens=3, credits=1.0)
+    record(  # the cached parts of a prompt count as input
+        without_row, input_tokens=5, cache_creation_tokens=40, cache_read_tokens=60, credits=0.5
+    )
     record(None, input_tokens=5)
 
     executor = MigrationExecutor(connection)
@@ -66,7 +69,7 @@ def test_the_totals_are_backfilled_from_the_records_the_limits_would_have_counte
         )
 
     assert totals(with_row) == (2, 300, 30, 0.75, JANUARY)
-    assert totals(without_row) == (1, 7, 3, 1.0, MARCH)
+    assert totals(without_row) == (2, 112, 3, 1.5, MARCH)
     assert totals(idle)[:4] == (0, 0, 0, 0.0)
     assert totals(idle)[4] is not None
     assert Window.objects.get(client_key_id=with_row.pk, kind="month").requests == 1

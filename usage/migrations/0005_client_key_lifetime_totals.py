@@ -7,7 +7,7 @@ start at the key's oldest record kept (`totals_since`). In the usage app: only i
 both tables (credentials never depends on usage)."""
 
 from django.db import migrations
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import Count, F, Min, Q, Sum
 from django.utils import timezone
 
 # What the settling never counts (the values of gateway.api.edge when this was written).
@@ -38,7 +38,9 @@ def forwards(apps, schema_editor):
         .values("client_key_id")
         .annotate(
             requests=Count("pk"),
-            input_tokens=Sum("input_tokens"),
+            input_tokens=Sum(
+                F("input_tokens") + F("cache_creation_tokens") + F("cache_read_tokens")
+            ),
             output_tokens=Sum("output_tokens"),
             credits=Sum("credits"),
             since=Min("created_at"),
