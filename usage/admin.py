@@ -104,7 +104,7 @@ class UsageRecordAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "key",
         "served_by",
         "tokens",
-        "credits",
+        "credits_column",
         "latency",
     ]
     list_filter = [
@@ -165,10 +165,18 @@ class UsageRecordAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="tokens in / out", ordering="input_tokens")
     def tokens(self, obj: UsageRecord) -> str:
-        return format_html(
+        cell = format_html(
             '<span class="kg-num">{}</span> / <span class="kg-num">{}</span>',
             f"{obj.input_tokens:,}",
             f"{obj.output_tokens:,}",
+        )
+        cached = obj.cache_creation_tokens + obj.cache_read_tokens
+        return with_sub(cell, f"+{cached:,} cached in" if cached else "")
+
+    @admin.display(description="credits", ordering="credits")
+    def credits_column(self, obj: UsageRecord) -> str:
+        return format_html(
+            '<span class="kg-num" title="{}">{}</span>', obj.credits, f"{obj.credits:.4f}"
         )
 
     def get_urls(self) -> list[URLPattern]:

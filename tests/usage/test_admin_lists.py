@@ -91,3 +91,20 @@ def test_an_interrupted_request_is_a_warning(superuser, admin_client_as):
         '<span class="kg-badge kg-warn" title="">interrupted 200</span>'
         in response.content.decode()
     )
+
+
+def test_the_usage_list_shows_cached_input_and_rounded_credits(superuser, admin_client_as):
+    UsageRecordFactory(
+        input_tokens=23,
+        output_tokens=466,
+        cache_creation_tokens=27_000,
+        cache_read_tokens=27_000,
+        credits=0.0169543708291874,
+    )
+
+    html = admin_client_as(superuser).get(reverse("admin:usage_usagerecord_changelist"))
+    html = html.content.decode()
+
+    assert '<span class="kg-sub">+54,000 cached in</span>' in html
+    assert ">0.0170</span>" in html
+    assert ">0.0169543708291874<" not in html
