@@ -15,10 +15,9 @@ from asgiref.sync import sync_to_async
 
 from credentials.models import Credential, GatewaySettings
 from gateway.fakekiro.script import Script
-from tests import factories
 from tests.gateway.conftest import gateway_processes
 from tests.gateway.test_limits import fifty_concurrent_requests_stay_within_one_request
-from tests.usage.test_live import ensure_roles, open_socket
+from tests.usage.test_live import viewer_feed
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -47,11 +46,7 @@ async def test_twenty_concurrent_requests_refresh_once_and_all_reach_one_live_fe
     gateway, four, on_redis
 ):
     credential, account = await sync_to_async(gateway.add_credential)()  # no token yet
-    await sync_to_async(ensure_roles)()
-    viewer = await sync_to_async(factories.make_viewer)()
-    socket = await open_socket(viewer)
-    connected, _ = await socket.connect()
-    assert connected
+    socket = await viewer_feed()
     try:
         async with httpx.AsyncClient(timeout=60) as client:
             answers = await asyncio.gather(

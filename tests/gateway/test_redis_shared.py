@@ -23,9 +23,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 
 from credentials import login
-from tests import factories
 from tests.gateway.conftest import gateway_process
-from tests.usage.test_live import ensure_roles, open_socket
+from tests.usage.test_live import viewer_feed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,11 +100,7 @@ def test_without_redis_a_login_session_stays_in_its_process(superuser):
 
 @pytest.mark.django_db(transaction=True)
 async def test_the_live_feed_shows_a_record_published_by_another_process(on_redis):
-    await sync_to_async(ensure_roles)()
-    viewer = await sync_to_async(factories.make_viewer)()
-    socket = await open_socket(viewer)
-    connected, _ = await socket.connect()
-    assert connected
+    socket = await viewer_feed()
     try:
         await sync_to_async(run_elsewhere)(
             on_redis,
@@ -135,11 +130,7 @@ async def test_the_live_feed_shows_requests_served_by_another_gateway_process(ga
     await sync_to_async(gateway.add_credential)()
     other = gateway_process(gateway, REDIS_URL=on_redis)
     base_url = await sync_to_async(next)(other)
-    await sync_to_async(ensure_roles)()
-    viewer = await sync_to_async(factories.make_viewer)()
-    socket = await open_socket(viewer)
-    connected, _ = await socket.connect()
-    assert connected
+    socket = await viewer_feed()
     try:
         async with httpx.AsyncClient(timeout=30) as client:
             answer = await client.post(

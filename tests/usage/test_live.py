@@ -51,6 +51,16 @@ async def open_socket(user: object | None) -> WebsocketCommunicator:
     return WebsocketCommunicator(websocket_application, PATH, headers=headers)
 
 
+async def viewer_feed() -> WebsocketCommunicator:
+    """Return a connected live feed of a viewer (the staff roles recreated first)."""
+    await sync_to_async(ensure_roles)()
+    viewer = await sync_to_async(factories.make_viewer)()
+    socket = await open_socket(viewer)
+    connected, _ = await socket.connect()
+    assert connected
+    return socket
+
+
 @pytest.fixture
 def staff_roles() -> None:
     ensure_roles()
