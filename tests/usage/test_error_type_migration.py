@@ -11,15 +11,6 @@ OLD = ("usage", "0001_initial")
 NEW = ("usage", "0002_error_type_enum")
 
 
-@pytest.fixture
-def back_to_the_latest_schema():
-    """Leave the database migrated to the end, as the other tests expect it."""
-    yield
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(executor.loader.graph.leaf_nodes())
-
-
 @pytest.mark.django_db(transaction=True)
 def test_old_error_types_are_mapped_and_their_spelling_kept_where_it_said_more(
     back_to_the_latest_schema,

@@ -14,15 +14,6 @@ JANUARY = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 MARCH = datetime(2026, 3, 9, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def back_to_the_latest_schema():
-    """Leave the database migrated to the end, as the other tests expect it."""
-    yield
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(executor.loader.graph.leaf_nodes())
-
-
 @pytest.mark.django_db(transaction=True)
 def test_the_totals_are_backfilled_from_the_records_the_limits_would_have_counted(
     back_to_the_latest_schema,
