@@ -434,6 +434,27 @@ def uvicorn_impl() -> str:
 # --- the fake ----------------------------------------------------------------------------
 
 
+def bench_tokens() -> dict[str, str]:
+    """A fresh refresh and access token for the bench's one account."""
+    return {
+        "refresh_token": "aorAAAAAG" + secrets.token_urlsafe(120),
+        "access_token": "aoaAAAAAG" + secrets.token_urlsafe(90),
+    }
+
+
+def start_fake(tmp: Path, stack: contextlib.ExitStack) -> tuple[Child, FakeKiroClient]:
+    """Start the fake upstream (empty scenario) in its own process, stopped with `stack`."""
+    port = free_port()
+    command = [PY, "-m", "gateway.fakekiro", "--host", "127.0.0.1", "--port", str(port)]
+    process = Child(
+        "fakekiro", [*command, "--scenario", "empty"], dict(os.environ, PYTHONUNBUFFERED="1"), tmp
+    )
+    stack.callback(process.stop)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/__fake__/health", process)
+    return process, FakeKiroClient(url)
+
+
 def text_script(events: int, *, pace: float | None = None) -> Script:
     """`events` assistantResponseEvents of a few words each, then metering + context usage."""
     text = (WORDS * (events // 4 + 2))[: events * 9]
@@ -1041,31 +1062,9 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix="kiro-bench-"))
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-        tokens = {
-            "refresh_token": "aorAAAAAG" + secrets.token_urlsafe(120),
-            "access_token": "aoaAAAAAG" + secrets.token_urlsafe(90),
-        }
-        fake_port = free_port()
-        fake_url = f"http://127.0.0.1:{fake_port}"
-        fake_proc = Child(
-            "fakekiro",
-            [
-                PY,
-                "-m",
-                "gateway.fakekiro",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(fake_port),
-                "--scenario",
-                "empty",
-            ],
-            dict(os.environ, PYTHONUNBUFFERED="1"),
-            tmp,
-        )
-        stack.callback(fake_proc.stop)
-        wait_http(fake_url + "/__fake__/health", fake_proc)
-        fake = FakeKiroClient(fake_url)
+        tokens = bench_tokens()
+        fake_proc, fake = start_fake(tmp, stack)
+        fake_url = fake.base_url
 
         db = create_database(args.db)
         stack.callback(drop_database, db)

@@ -47,8 +47,6 @@ _spec.loader.exec_module(bg)
 
 import httpx  # noqa: E402
 
-from gateway.fakekiro.client import FakeKiroClient  # noqa: E402
-
 REDIS_URL = "redis://127.0.0.1:6379/14"  # the bench's own Redis database, flushed
 SHORT_CLIENTS = 64
 STREAMS = 50
@@ -168,18 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix="kiro-scale-"))
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-        tokens = {
-            "refresh_token": "aorAAAAAG" + secrets.token_urlsafe(120),
-            "access_token": "aoaAAAAAG" + secrets.token_urlsafe(90),
-        }
-        fake_port = bg.free_port()
-        fake_url = f"http://127.0.0.1:{fake_port}"
-        fake_cmd = [bg.PY, "-m", "gateway.fakekiro", "--host", "127.0.0.1"]
-        fake_cmd += ["--port", str(fake_port), "--scenario", "empty"]
-        fake_proc = bg.Child("fakekiro", fake_cmd, dict(os.environ, PYTHONUNBUFFERED="1"), tmp)
-        stack.callback(fake_proc.stop)
-        bg.wait_http(fake_url + "/__fake__/health", fake_proc)
-        fake = FakeKiroClient(fake_url)
+        tokens = bg.bench_tokens()
+        fake_proc, fake = bg.start_fake(tmp, stack)
+        fake_url = fake.base_url
 
         db = bg.create_database(args.db)
         stack.callback(bg.drop_database, db)
