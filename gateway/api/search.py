@@ -1,7 +1,8 @@
 """Web search requests (spec kiro-protocol §11): the MCP path and Z's mixed-tools loop.
 
-The pure parts live in gateway/protocol/websearch.py; this module runs the upstream calls
-through the same pool and retry loop as chat turns and records one usage record per request.
+The pure parts live in gateway/protocol/websearch.py and websearch_loop.py; this module runs
+the upstream calls through the same pool and retry loop as chat turns and records one usage
+record per request.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from gateway.protocol.tokens import count_all_tokens
 from gateway.protocol.translate import TranslationResult
 from gateway.protocol.websearch import (
     SearchOutcome,
-    WebSearchLoop,
     extract_query,
     mcp_request,
     parse_mcp_response,
     render_search_message,
     render_search_stream,
 )
+from gateway.protocol.websearch_loop import WebSearchLoop
 from usage.models import UsageStatus
 from usage.services import UsageDraft
 

@@ -368,7 +368,7 @@ def test_a_bug_after_the_key_is_recorded_with_the_key(gateway, monkeypatch):
 
 
 def test_a_bug_in_the_web_search_loop_ends_its_stream_with_an_error_event(gateway, monkeypatch):
-    from gateway.protocol.websearch import WebSearchLoop
+    from gateway.protocol.websearch_loop import WebSearchLoop
 
     gateway.add_credential()
 

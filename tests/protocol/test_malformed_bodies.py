@@ -24,7 +24,8 @@ from gateway.protocol.convert import (
 )
 from gateway.protocol.models import ConversionError, resolve_model
 from gateway.protocol.tokens import count_all_tokens
-from gateway.protocol.websearch import WebSearchLoop, extract_query
+from gateway.protocol.websearch import extract_query
+from gateway.protocol.websearch_loop import WebSearchLoop
 from tests.malformed import (
     CHAT_BODY,
     COUNT_BODIES,

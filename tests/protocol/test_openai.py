@@ -30,7 +30,7 @@ from gateway.protocol.openai import (
     responses_to_anthropic,
 )
 from gateway.protocol.translate import TranslateOptions, assemble_message
-from gateway.protocol.websearch import WebSearchLoop
+from gateway.protocol.websearch_loop import WebSearchLoop
 
 CLIENTS = Path(__file__).resolve().parents[3] / "shared" / "spec" / "clients"
 CHAT_CAPTURES = ["openai-sdk-chat-stream.json", "openai-sdk-chat-tool-turn2.json"]

@@ -21,23 +21,25 @@ from gateway.protocol.events import (
 )
 from gateway.protocol.translate import UpstreamFailure
 from gateway.protocol.websearch import (
-    EMPTY_ROUND_MESSAGE,
-    MAX_SEARCH_ROUNDS,
-    MISSING_QUERY_MESSAGE,
-    READ_ERROR_MESSAGE,
     SearchOutcome,
     SearchResult,
-    WebSearchLoop,
     extract_query,
     format_page_age,
     mcp_request,
     new_search_message_id,
     new_server_tool_id,
     parse_mcp_response,
-    query_from_input,
     render_search_message,
     render_search_stream,
     summary_text,
+)
+from gateway.protocol.websearch_loop import (
+    EMPTY_ROUND_MESSAGE,
+    MAX_SEARCH_ROUNDS,
+    MISSING_QUERY_MESSAGE,
+    READ_ERROR_MESSAGE,
+    WebSearchLoop,
+    query_from_input,
 )
 
 MODEL = "claude-sonnet-4-5-20250929"
