@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
+import dataclasses
 import json
 import os
 import resource
@@ -34,18 +34,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+BENCH = Path(__file__).resolve().parent
+# The project first (its `gateway` package, not bench/gateway.py), then this folder's modules,
+# which a script's folder on the path gives, but runpy.run_path does not.
+sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
-# The machinery of bench/gateway.py (fake, setup, load client), loaded by path: the bench
-# folder is not a package, and its module name would shadow the project's `gateway`.
-_spec = importlib.util.spec_from_file_location("bench_gateway", ROOT / "bench" / "gateway.py")
-assert _spec is not None and _spec.loader is not None
-bg = importlib.util.module_from_spec(_spec)
-sys.modules["bench_gateway"] = bg
-_spec.loader.exec_module(bg)
-
+import harness  # noqa: E402
 import httpx  # noqa: E402
+from loadclient import Target, new_client, pct  # noqa: E402
+from phases import QUICK, phase_throughput  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/14"  # the bench's own Redis database, flushed
 SHORT_CLIENTS = 64
@@ -75,7 +72,7 @@ def tree_cpu(pid: int) -> float:
     total = 0.0
     for p in descendants(pid):
         with contextlib.suppress(OSError, ValueError, IndexError):
-            total += bg.cpu_seconds(p)
+            total += harness.cpu_seconds(p)
     return total
 
 
@@ -94,7 +91,7 @@ class Short:
 
 
 async def phase_short(url: str, key: str, seconds: float, pid: int) -> Short:
-    body = json.dumps({**bg.ANTHROPIC_BODY, "stream": False}).encode()
+    body = json.dumps({**harness.ANTHROPIC_BODY, "stream": False}).encode()
     headers = [
         ("x-api-key", key),
         ("anthropic-version", "2023-06-01"),
@@ -102,7 +99,7 @@ async def phase_short(url: str, key: str, seconds: float, pid: int) -> Short:
     ]
     latencies: list[float] = []
     errors = 0
-    async with bg.new_client(SHORT_CLIENTS * 2) as client:
+    async with new_client(SHORT_CLIENTS * 2) as client:
 
         async def one() -> None:
             nonlocal errors
@@ -137,8 +134,8 @@ async def phase_short(url: str, key: str, seconds: float, pid: int) -> Short:
         requests=done,
         errors=errors,
         wall=wall,
-        p50=bg.pct(latencies, 50) * 1000,
-        p99=bg.pct(latencies, 99) * 1000,
+        p50=pct(latencies, 50) * 1000,
+        p99=pct(latencies, 99) * 1000,
         cpu_per_request=cpu / done * 1000 if done else float("nan"),
     )
 
@@ -158,31 +155,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.workers.split(",") if n.strip()]
-    bg.raise_fd_limit()
+    harness.raise_fd_limit()
     began = time.monotonic()
-    busy0 = bg.machine_busy()
+    busy0 = harness.machine_busy()
     results: dict[int, tuple[Short | None, object | None, str]] = {}
 
     with contextlib.ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix="kiro-scale-"))
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-        tokens = bg.bench_tokens()
-        fake_proc, fake = bg.start_fake(tmp, stack)
+        tokens = harness.bench_tokens()
+        fake_proc, fake = harness.start_fake(tmp, stack)
         fake_url = fake.base_url
 
-        db = bg.create_database(args.db)
-        stack.callback(bg.drop_database, db)
+        db = harness.create_database(args.db)
+        stack.callback(harness.drop_database, db)
         data_dir = tmp / "data"
         data_dir.mkdir()
-        env = bg.gateway_env(db, data_dir, secrets.token_urlsafe(50), fake_url)
+        env = harness.gateway_env(db, data_dir, secrets.token_urlsafe(50), fake_url)
         env.update(REDIS_URL=REDIS_URL, WEB_CONCURRENCY="1")
         flush_redis()
         stack.callback(flush_redis)
         print("setting up the database (migrate, credential, client key) ...", file=sys.stderr)
-        bg.prepare_fake(fake, tokens, bg.text_script(5), validate=True)
-        setup = bg.run_setup(env, tokens)
-        plan = bg.dataclasses.replace(
-            bg.QUICK,
+        harness.prepare_fake(fake, tokens, harness.text_script(5), validate=True)
+        setup = harness.run_setup(env, tokens)
+        plan = dataclasses.replace(
+            QUICK,
             tput_streams=STREAMS,
             tput_events=STREAM_EVENTS,
             tput_seconds=args.seconds,
@@ -190,17 +187,21 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         for n in counts:
-            port = bg.free_port()
-            command = [bg.PY, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
-            child = bg.Child(f"serve-{n}", [*command, "--workers", str(n), "--no-jobs"], env, tmp)
+            port = harness.free_port()
+            command = [harness.PY, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)]
+            child = harness.Child(
+                f"serve-{n}", [*command, "--workers", str(n), "--no-jobs"], env, tmp
+            )
             try:
-                bg.wait_http(f"http://127.0.0.1:{port}/healthz", child, timeout=60)
+                harness.wait_http(f"http://127.0.0.1:{port}/healthz", child, timeout=60)
                 url = f"http://127.0.0.1:{port}/v1/messages"
                 print(f"measuring {n} worker(s) ...", file=sys.stderr)
-                bg.prepare_fake(fake, tokens, bg.text_script(5), validate=False)
+                harness.prepare_fake(fake, tokens, harness.text_script(5), validate=False)
                 short = asyncio.run(phase_short(url, setup["key"], args.seconds, child.pid))
-                bg.prepare_fake(fake, tokens, bg.text_script(STREAM_EVENTS), validate=False)
-                target = bg.Target(
+                harness.prepare_fake(
+                    fake, tokens, harness.text_script(STREAM_EVENTS), validate=False
+                )
+                target = Target(
                     f"{n}",
                     url,
                     [
@@ -208,11 +209,11 @@ def main(argv: list[str] | None = None) -> int:
                         ("anthropic-version", "2023-06-01"),
                         ("content-type", "application/json"),
                     ],
-                    json.dumps(bg.ANTHROPIC_BODY).encode(),
+                    json.dumps(harness.ANTHROPIC_BODY).encode(),
                     sse=True,
                     pid=child.pid,
                 )
-                tput = asyncio.run(bg.phase_throughput(target, plan, fake_proc.pid))
+                tput = asyncio.run(phase_throughput(target, plan, fake_proc.pid))
                 tput.proxy_cpu = None  # measured per tree in the short phase only
                 results[n] = (short, tput, "")
             except Exception as exc:  # report the other counts even if one fails
@@ -223,12 +224,12 @@ def main(argv: list[str] | None = None) -> int:
 
         wall = time.monotonic() - began
         children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers, reaped by now
-        ours = bg.self_cpu() + bg.cpu_seconds(fake_proc.pid)
+        ours = harness.self_cpu() + harness.cpu_seconds(fake_proc.pid)
         ours += children.ru_utime + children.ru_stime
-        foreign = max(0.0, bg.machine_busy() - busy0 - ours) / (wall * (os.cpu_count() or 1))
+        foreign = max(0.0, harness.machine_busy() - busy0 - ours) / (wall * (os.cpu_count() or 1))
         print(
             f"kiro-gateway bench/scale.py ({wall:.0f} s): manage.py serve (uvicorn "
-            f"{bg.version('uvicorn')}) on {db.describe(data_dir)} + Redis, "
+            f"{harness.version('uvicorn')}) on {db.describe(data_dir)} + Redis, "
             f"{os.cpu_count()} CPUs shared by the fake, the client and the workers"
         )
         print(
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             )
         print(
-            bg.table(
+            harness.table(
                 f"short requests ({SHORT_CLIENTS} clients) and events ({STREAMS} streams of "
                 f"{STREAM_EVENTS}), {args.seconds:g} s each",
                 [
