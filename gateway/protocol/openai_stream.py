@@ -36,7 +36,6 @@ from gateway.protocol import sse
 from gateway.protocol.errors import ErrorType
 from gateway.protocol.events import KiroEvent
 from gateway.protocol.openai import (
-    LENGTH_STOPS,
     NOOP_TOOL,
     anthropic_error_to_openai,
     chat_usage,
@@ -45,6 +44,7 @@ from gateway.protocol.openai import (
     item_id,
     response_error,
     response_shell,
+    responses_status,
     responses_usage,
     tool_table,
 )
@@ -266,14 +266,8 @@ class ResponsesStream(_OpenAIStream):
     def _end(self) -> None:
         """`response.completed`, or `response.incomplete` when the output was cut."""
         response = dict(self._shell)
-        status = "completed"
-        if self.stop_reason in LENGTH_STOPS:
-            status = "incomplete"
-            response["incomplete_details"] = {"reason": "max_output_tokens"}
-        elif self.stop_reason == "refusal":
-            status = "incomplete"
-            response["incomplete_details"] = {"reason": "content_filter"}
-        self._close_item("completed" if status == "completed" else "incomplete")
+        status, response["incomplete_details"] = responses_status(self.stop_reason)
+        self._close_item(status)
         response["status"] = status
         response["output"] = self._items
         response["usage"] = responses_usage(self.usage_dict())
