@@ -22,6 +22,7 @@ from django.db import connection
 from credentials import services
 from credentials.models import AuthMethod, Credential
 from gateway.fakekiro.server import FakeKiroThread
+from usage.models import UsageRecord
 
 
 def free_port() -> int:
@@ -86,6 +87,20 @@ class Gateway:
             credential.client_secret = account.client_secret or ""
         credential.save()
         return credential, account
+
+
+def records(count: int = 1) -> list[UsageRecord]:
+    """Return the usage records, waiting briefly for those of streams to land."""
+    deadline = time.monotonic() + 10
+    while UsageRecord.objects.count() < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return list(UsageRecord.objects.order_by("pk"))
+
+
+def one_record() -> UsageRecord:
+    """Return the request's one usage record."""
+    (record,) = records()
+    return record
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from gateway.fakekiro.script import Script
 from gateway.protocol.events import AssistantResponse
 from gateway.protocol.openai_stream import ChatStream, ResponsesStream
 from gateway.protocol.translate import TranslateOptions
-from usage.models import UsageRecord
+from tests.gateway.conftest import one_record, records
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -84,20 +84,6 @@ def sdk(gateway) -> openai.OpenAI:
     return openai.OpenAI(
         api_key=gateway.key, base_url=gateway.base_url + "/v1", max_retries=0, timeout=30
     )
-
-
-def records(count: int = 1) -> list[UsageRecord]:
-    """Return the usage records, waiting briefly for those of streams to land."""
-    deadline = time.monotonic() + 10
-    while UsageRecord.objects.count() < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return list(UsageRecord.objects.order_by("pk"))
-
-
-def one_record() -> UsageRecord:
-    """Return the request's one usage record."""
-    (record,) = records()
-    return record
 
 
 # --- live deltas -----------------------------------------------------------------------------
