@@ -237,30 +237,36 @@ def test_responses_streams_function_and_custom_tool_calls(gateway):
     assert "response.function_call_arguments.done" in kinds
 
 
-def test_chat_streams_reasoning_content_when_the_request_asked_for_reasoning(gateway):
+def script_reasoning(gateway) -> None:
+    """Have the upstream think "Six times seven." (signed) and then answer "42"."""
     _, account = gateway.add_credential()
     gateway.fake.script(
         Script.reasoning("Six times seven.", signature="sig") + Script.text("42"),
         account=account.id,
     )
 
+
+def chat_deltas(gateway, *, model: str, reasoning_effort: str) -> list[dict]:
+    """Stream a chat completion with the SDK; return its chunks' deltas (without unset fields)."""
     chunks = list(
         sdk(gateway).chat.completions.create(
-            model=MODEL, messages=MESSAGES, stream=True, reasoning_effort="high"
+            model=model, messages=MESSAGES, stream=True, reasoning_effort=reasoning_effort
         )
     )
+    return [c.choices[0].delta.model_dump(exclude_none=True) for c in chunks if c.choices]
 
-    deltas = [c.choices[0].delta.model_dump(exclude_none=True) for c in chunks if c.choices]
+
+def test_chat_streams_reasoning_content_when_the_request_asked_for_reasoning(gateway):
+    script_reasoning(gateway)
+
+    deltas = chat_deltas(gateway, model=MODEL, reasoning_effort="high")
+
     assert {"reasoning_content": "Six times seven."} in deltas
     assert "".join(d.get("content", "") for d in deltas) == "42"
 
 
 def test_chat_answers_reasoning_as_reasoning_content_without_a_stream_too(gateway):
-    _, account = gateway.add_credential()
-    gateway.fake.script(
-        Script.reasoning("Six times seven.", signature="sig") + Script.text("42"),
-        account=account.id,
-    )
+    script_reasoning(gateway)
 
     completion = sdk(gateway).chat.completions.create(
         model=MODEL, messages=MESSAGES, reasoning_effort="high"
@@ -272,19 +278,10 @@ def test_chat_answers_reasoning_as_reasoning_content_without_a_stream_too(gatewa
 
 def test_chat_shows_reasoning_as_text_when_the_effort_is_none(gateway):
     """A GPT model keeps `none` (§3.16): the client asked for no reasoning (§6.6)."""
-    _, account = gateway.add_credential()
-    gateway.fake.script(
-        Script.reasoning("Six times seven.", signature="sig") + Script.text("42"),
-        account=account.id,
-    )
+    script_reasoning(gateway)
 
-    chunks = list(
-        sdk(gateway).chat.completions.create(
-            model="gpt-5.6-sol", messages=MESSAGES, stream=True, reasoning_effort="none"
-        )
-    )
+    deltas = chat_deltas(gateway, model="gpt-5.6-sol", reasoning_effort="none")
 
-    deltas = [c.choices[0].delta.model_dump(exclude_none=True) for c in chunks if c.choices]
     assert not any("reasoning_content" in d for d in deltas)
     assert "".join(d.get("content", "") for d in deltas) == "Six times seven.42"
     assert gateway.fake.requests_for("chat")[-1].problems == []
