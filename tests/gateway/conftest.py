@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +102,19 @@ def one_record() -> UsageRecord:
     """Return the request's one usage record."""
     (record,) = records()
     return record
+
+
+@contextmanager
+def streaming(
+    gateway: Gateway, path: str, body: dict, headers: dict[str, str]
+) -> Iterator[httpx.Response]:
+    """POST `body` to the gateway and hold the streamed response open; the client leaves
+    (closes the connection) when the block ends."""
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", gateway.base_url + path, json=body, headers=headers) as response,
+    ):
+        yield response
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from gateway.fakekiro.script import Script
 from gateway.protocol.events import AssistantResponse
 from gateway.protocol.openai_stream import ChatStream, ResponsesStream
 from gateway.protocol.translate import TranslateOptions
-from tests.gateway.conftest import one_record, records
+from tests.gateway.conftest import one_record, records, streaming
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -435,15 +435,9 @@ def test_a_client_leaving_a_chat_stream_leaves_one_interrupted_record(gateway):
     _, account = gateway.add_credential()
     gateway.fake.script(Script.slow("word " * 40, chunks=40, pace=0.1), account=account.id)
 
-    with (
-        httpx.Client(timeout=30) as client,
-        client.stream(
-            "POST",
-            gateway.base_url + "/v1/chat/completions",
-            json={"model": MODEL, "messages": MESSAGES, "stream": True},
-            headers={"Authorization": f"Bearer {gateway.key}"},
-        ) as response,
-    ):
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    bearer = {"Authorization": f"Bearer {gateway.key}"}
+    with streaming(gateway, "/v1/chat/completions", body, bearer) as response:
         first = next(response.iter_raw())
     assert b"chat.completion.chunk" in first
 
@@ -531,15 +525,8 @@ def test_a_client_leaving_the_web_search_loop_leaves_one_interrupted_record(gate
     gateway.fake.script(Script.mcp_results(SEARCH_RESULTS).delayed(3), route="mcp")
     body = {"model": MODEL, "input": "News?", "stream": True, "tools": [EXEC, WEB_SEARCH]}
 
-    with (
-        httpx.Client(timeout=30) as client,
-        client.stream(
-            "POST",
-            gateway.base_url + "/v1/responses",
-            json=body,
-            headers={"Authorization": f"Bearer {gateway.key}"},
-        ) as response,
-    ):
+    bearer = {"Authorization": f"Bearer {gateway.key}"}
+    with streaming(gateway, "/v1/responses", body, bearer) as response:
         first = next(response.iter_raw())
     assert b"response.created" in first
 
