@@ -13,6 +13,15 @@ from typing import Any
 from hypothesis import strategies as st
 
 HUGE = 64 * 1024  # the length of the huge strings; the HTTP fuzz sets its body limit to this
+# Every endpoint that takes a body.
+POST_PATHS = (
+    "/v1/messages",
+    "/cc/v1/messages",
+    "/v1/messages/count_tokens",
+    "/cc/v1/messages/count_tokens",
+    "/v1/chat/completions",
+    "/v1/responses",
+)
 
 SCHEMA = {
     "type": "object",
@@ -142,6 +151,8 @@ MIXED_SEARCH_BODY = {
     **WEB_SEARCH_BODY,
     "tools": [*WEB_SEARCH_BODY["tools"], *MESSAGES_BODY["tools"]],
 }
+# Every kind of body /v1/messages takes.
+MESSAGES_BODIES = (MESSAGES_BODY, RICH_MESSAGES_BODY, WEB_SEARCH_BODY, MIXED_SEARCH_BODY)
 COUNT_BODIES = [
     {key: body[key] for key in ("model", "system", "messages", "tools")}
     for body in (MESSAGES_BODY, RICH_MESSAGES_BODY)

@@ -286,40 +286,45 @@ def _rest_headers(
     }
 
 
-async def get_rest(
-    access: CredentialAccess, token: str, config: KiroConfig, path: str
-) -> httpx.Response:
-    """GET a Z REST call (getUsageLimits, ListAvailableModels) with 403 fallback (§1.6)."""
+def _rest_regions(access: CredentialAccess) -> tuple[str, str]:
+    """The primary REST region and the one to fall back to (§1.6)."""
     primary = rest_region(access.auth_region)
+    return primary, "us-east-1" if primary != "us-east-1" else "eu-central-1"
+
+
+async def _rest_call(
+    access: CredentialAccess, token: str, config: KiroConfig, path: str, body: bytes | None
+) -> httpx.Response:
+    """Call REST in the primary region, then in the other on a 403 (§1.6): a GET without
+    `body`, a JSON POST with it."""
     client = client_for(effective_proxy(access, config), config.tls_backend)
     response = None
-    for region in (primary, "us-east-1" if primary != "us-east-1" else "eu-central-1"):
+    for region in _rest_regions(access):
         url = api_base(region) + path
-        response = await client.get(
-            url, headers=_rest_headers(access, token, config, url), timeout=REST_TIMEOUT
-        )
+        headers = _rest_headers(access, token, config, url)
+        if body is None:
+            response = await client.get(url, headers=headers, timeout=REST_TIMEOUT)
+        else:
+            headers["content-type"] = "application/json"
+            response = await client.post(url, headers=headers, content=body, timeout=REST_TIMEOUT)
         if response.status_code != 403:
             return response
     assert response is not None
     return response
+
+
+async def get_rest(
+    access: CredentialAccess, token: str, config: KiroConfig, path: str
+) -> httpx.Response:
+    """GET a Z REST call (getUsageLimits, ListAvailableModels) with 403 fallback (§1.6)."""
+    return await _rest_call(access, token, config, path, None)
 
 
 async def post_rest(
     access: CredentialAccess, token: str, config: KiroConfig, path: str, body: bytes
 ) -> httpx.Response:
     """POST a JSON REST call (setUserPreference) with the 403 region fallback (§1.6)."""
-    primary = rest_region(access.auth_region)
-    client = client_for(effective_proxy(access, config), config.tls_backend)
-    response = None
-    for region in (primary, "us-east-1" if primary != "us-east-1" else "eu-central-1"):
-        url = api_base(region) + path
-        headers = _rest_headers(access, token, config, url)
-        headers["content-type"] = "application/json"
-        response = await client.post(url, headers=headers, content=body, timeout=REST_TIMEOUT)
-        if response.status_code != 403:
-            return response
-    assert response is not None
-    return response
+    return await _rest_call(access, token, config, path, body)
 
 
 async def list_profiles(
@@ -330,10 +335,9 @@ async def list_profiles(
     The fallback is tried on any non-2xx answer and on an empty profile list; every answer
     is returned in order so the caller can tell "none" from "rate limited".
     """
-    primary = rest_region(access.auth_region)
     client = client_for(effective_proxy(access, config), config.tls_backend)
     answers = []
-    for region in (primary, "us-east-1" if primary != "us-east-1" else "eu-central-1"):
+    for region in _rest_regions(access):
         url = api_base(region) + "/"
         headers = _rest_headers(access, token, config, url)
         headers["content-type"] = "application/x-amz-json-1.0"

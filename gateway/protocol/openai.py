@@ -63,6 +63,7 @@ __all__ = [
     "response_error",
     "response_shell",
     "responses_failed_event",
+    "responses_status",
     "responses_stream_events",
     "responses_stream_head",
     "responses_to_anthropic",
@@ -1055,6 +1056,17 @@ def response_shell(
     }
 
 
+def responses_status(stop_reason: str | None) -> tuple[str, dict[str, str] | None]:
+    """Return a Responses `status` and `incomplete_details` for the stop reason (spec 12.2):
+    `incomplete` when the output was cut (`max_output_tokens`) or refused (`content_filter`,
+    ours), else `completed` with no details."""
+    if stop_reason in LENGTH_STOPS:
+        return "incomplete", {"reason": "max_output_tokens"}
+    if stop_reason == "refusal":
+        return "incomplete", {"reason": "content_filter"}
+    return "completed", None
+
+
 def anthropic_to_responses(
     message: Mapping[str, Any],
     *,
@@ -1075,13 +1087,7 @@ def anthropic_to_responses(
         model=model,
         request=request,
     )
-    status = "completed"
-    if reply.stop_reason in LENGTH_STOPS:
-        status = "incomplete"
-        response["incomplete_details"] = {"reason": "max_output_tokens"}
-    elif reply.stop_reason == "refusal":
-        status = "incomplete"
-        response["incomplete_details"] = {"reason": "content_filter"}
+    status, response["incomplete_details"] = responses_status(reply.stop_reason)
     response["status"] = status
     response["output"] = _output_items(reply, tool_table(request), status)
     response["usage"] = responses_usage(reply.usage)

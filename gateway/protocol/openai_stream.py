@@ -1,9 +1,9 @@
 """Render Kiro events live as OpenAI streams (spec kiro-protocol §12, §6).
 
-Two subclasses of `translate.Machine`, so that blocks, tools, stop reason, usage and failures
-are decided exactly as on `/v1/messages`; only the rendering differs. Both offer the
-`translate.Renderer` interface that `dispatch.relay` drives, and translate what one upstream
-read delivered into one bytes object (PERF-NOTES).
+Two subclasses of `translate.Machine` (through a common base here), so that blocks, tools,
+stop reason, usage and failures are decided exactly as on `/v1/messages`; only the rendering
+differs. Both offer the `translate.Renderer` interface that `dispatch.relay` drives, and
+translate what one upstream read delivered into one bytes object (PERF-NOTES).
 
 * `ChatStream`: `chat.completion.chunk`s. A role chunk first; `content` deltas as text
   arrives; `reasoning_content` deltas for thinking (the machine only thinks when the request
@@ -36,7 +36,6 @@ from gateway.protocol import sse
 from gateway.protocol.errors import ErrorType
 from gateway.protocol.events import KiroEvent
 from gateway.protocol.openai import (
-    LENGTH_STOPS,
     NOOP_TOOL,
     anthropic_error_to_openai,
     chat_usage,
@@ -45,6 +44,7 @@ from gateway.protocol.openai import (
     item_id,
     response_error,
     response_shell,
+    responses_status,
     responses_usage,
     tool_table,
 )
@@ -60,16 +60,67 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _json_str = sse.json_string
 
 
-class ChatStream(Machine):
+class _OpenAIStream(Machine):
+    """What both OpenAI renderers share: the SSE text collected per upstream read, the
+    keep-alive, and the `translate.Renderer` steps around the machine. A subclass renders its
+    head in `start()` and the normal end in `_end()`."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self, options: TranslateOptions) -> None:
+        super().__init__(options, split_thinking=options.thinking)
+        self._buffer: list[str] = []
+
+    @staticmethod
+    def ping() -> bytes:
+        """Return the keep-alive (an SSE comment)."""
+        return KEEP_ALIVE
+
+    def start(self) -> bytes:
+        """Open the stream (the subclass's head)."""
+        raise NotImplementedError
+
+    def feed(self, events: Iterable[KiroEvent]) -> bytes:
+        """Translate the events of one upstream read into one chunk of SSE."""
+        prefix = self.start() if self.fresh else b""
+        self.consume(events)
+        return prefix + self._flush() if prefix else self._flush()
+
+    def finish(self) -> bytes:
+        """End the stream after the upstream body ended (`_end()` renders the normal end)."""
+        prefix = self.start() if self.fresh else b""
+        if not self.open:
+            return prefix + self._flush()
+        self.settle(thinking_only_rule=False)  # may fail: a cut tool call (§6.4)
+        if self.finished:
+            self._end()
+        return prefix + self._flush()
+
+    def fail(self, kind: str, message: str, error_type: ErrorType) -> bytes:
+        """End the stream with an error after an upstream break (§6.12): `on_failed` renders
+        it (chat: an error chunk; Responses: `response.failed`)."""
+        prefix = self.start() if self.fresh else b""
+        if self.open:
+            self.abort(kind, message, error_type)
+        return prefix + self._flush()
+
+    def _end(self) -> None:
+        """Render the normal end of the answer after `settle()` finished it."""
+        raise NotImplementedError
+
+    def _flush(self) -> bytes:
+        return sse.flush(self._buffer)
+
+
+class ChatStream(_OpenAIStream):
     """Render Kiro events as `chat.completion.chunk`s, one bytes object per upstream read."""
 
-    __slots__ = ("_buffer", "_calls", "_chunk_head", "_chunk_tail", "_include_usage", "_shell")
+    __slots__ = ("_calls", "_chunk_head", "_chunk_tail", "_include_usage", "_shell")
 
     def __init__(
         self, options: TranslateOptions, *, completion_id: str, created: int, include_usage: bool
     ) -> None:
-        super().__init__(options, split_thinking=options.thinking)
-        self._buffer: list[str] = []
+        super().__init__(options)
         self._calls = 0
         self._include_usage = include_usage
         shell = _dumps(
@@ -84,47 +135,23 @@ class ChatStream(Machine):
         self._chunk_head = self._shell + ',"choices":[{"index":0,"delta":'
         self._chunk_tail = ',"logprobs":null,"finish_reason":null}]}\n\n'
 
-    @staticmethod
-    def ping() -> bytes:
-        """Return the keep-alive (an SSE comment)."""
-        return KEEP_ALIVE
-
     def start(self) -> bytes:
         """Open the stream with the role chunk."""
         if not self.begin():
             return b""
         return sse.to_bytes(self._delta('{"role":"assistant","content":""}'))
 
-    def feed(self, events: Iterable[KiroEvent]) -> bytes:
-        """Translate the events of one upstream read into one chunk of SSE."""
-        prefix = self.start() if self.fresh else b""
-        self.consume(events)
-        return prefix + self._flush() if prefix else self._flush()
-
-    def finish(self) -> bytes:
-        """End the stream after the upstream body ended: finish, usage, `[DONE]`."""
-        prefix = self.start() if self.fresh else b""
-        if not self.open:
-            return prefix + self._flush()
-        self.settle(thinking_only_rule=False)  # may fail: a cut tool call (§6.4)
-        if self.finished:
-            reason = finish_reason(self.stop_reason, has_calls=self._calls > 0)
-            choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}
-            end = f'{self._shell},"choices":[{_dumps(choice)}]'
-            usage = _dumps(chat_usage(self.usage_dict()))
-            if self._include_usage:  # OpenAI's shape: a last chunk without choices
-                self._buffer.append(f'{end}}}\n\n{self._shell},"choices":[],"usage":{usage}}}\n\n')
-            else:  # Z: the usage rides on the finish chunk
-                self._buffer.append(f'{end},"usage":{usage}}}\n\n')
-            self._buffer.append(_DONE)
-        return prefix + self._flush()
-
-    def fail(self, kind: str, message: str, error_type: ErrorType) -> bytes:
-        """End the stream with an error chunk after an upstream break (§6.12)."""
-        prefix = self.start() if self.fresh else b""
-        if self.open:
-            self.abort(kind, message, error_type)
-        return prefix + self._flush()
+    def _end(self) -> None:
+        """The finish chunk, the usage and `[DONE]`."""
+        reason = finish_reason(self.stop_reason, has_calls=self._calls > 0)
+        choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}
+        end = f'{self._shell},"choices":[{_dumps(choice)}]'
+        usage = _dumps(chat_usage(self.usage_dict()))
+        if self._include_usage:  # OpenAI's shape: a last chunk without choices
+            self._buffer.append(f'{end}}}\n\n{self._shell},"choices":[],"usage":{usage}}}\n\n')
+        else:  # Z: the usage rides on the finish chunk
+            self._buffer.append(f'{end},"usage":{usage}}}\n\n')
+        self._buffer.append(_DONE)
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -169,14 +196,6 @@ class ChatStream(Machine):
     def _delta(self, delta_json: str) -> str:
         return f"{self._chunk_head}{delta_json}{self._chunk_tail}"
 
-    def _flush(self) -> bytes:
-        buffer = self._buffer
-        if not buffer:
-            return b""
-        text = "".join(buffer)
-        buffer.clear()
-        return sse.to_bytes(text)
-
 
 # Output items of a Responses stream that are open while their content streams.
 _NO_ITEM: Final = 0
@@ -193,7 +212,7 @@ _SUMMARY_DELTA: Final = (
 )
 
 
-class ResponsesStream(Machine):
+class ResponsesStream(_OpenAIStream):
     """Render Kiro events as Responses API events, one bytes object per upstream read.
 
     `request` is the client's Responses body: its tools say which calls are free-text tools
@@ -202,7 +221,6 @@ class ResponsesStream(Machine):
     """
 
     __slots__ = (
-        "_buffer",
         "_items",
         "_next_index",
         "_open_id",
@@ -223,12 +241,11 @@ class ResponsesStream(Machine):
         created_at: int,
         request: Mapping[str, Any],
     ) -> None:
-        super().__init__(options, split_thinking=options.thinking)
+        super().__init__(options)
         self._shell = response_shell(
             response_id=response_id, created_at=created_at, model=options.model, request=request
         )
         self._table = tool_table(request)
-        self._buffer: list[str] = []
         self._seq = 0
         self._items: list[dict[str, Any]] = []  # finished output items, in output order
         self._next_index = 0
@@ -238,11 +255,6 @@ class ResponsesStream(Machine):
         self._parts: list[str] = []
         self._where = ""  # the open item's `item_id` and `output_index` fields, pre-rendered
 
-    @staticmethod
-    def ping() -> bytes:
-        """Return the keep-alive (an SSE comment)."""
-        return KEEP_ALIVE
-
     def start(self) -> bytes:
         """Open the stream: `response.created` and `response.in_progress`."""
         if not self.begin():
@@ -251,41 +263,15 @@ class ResponsesStream(Machine):
         self._add("response.in_progress", {"response": self._shell})
         return self._flush()
 
-    def feed(self, events: Iterable[KiroEvent]) -> bytes:
-        """Translate the events of one upstream read into one chunk of SSE."""
-        prefix = self.start() if self.fresh else b""
-        self.consume(events)
-        return prefix + self._flush() if prefix else self._flush()
-
-    def finish(self) -> bytes:
-        """End the stream after the upstream body ended: `response.completed` (or
-        `response.incomplete` when the output was cut)."""
-        prefix = self.start() if self.fresh else b""
-        if not self.open:
-            return prefix + self._flush()
-        self.settle(thinking_only_rule=False)  # may fail: a cut tool call (§6.4)
-        if self.finished:
-            response = dict(self._shell)
-            status = "completed"
-            if self.stop_reason in LENGTH_STOPS:
-                status = "incomplete"
-                response["incomplete_details"] = {"reason": "max_output_tokens"}
-            elif self.stop_reason == "refusal":
-                status = "incomplete"
-                response["incomplete_details"] = {"reason": "content_filter"}
-            self._close_item("completed" if status == "completed" else "incomplete")
-            response["status"] = status
-            response["output"] = self._items
-            response["usage"] = responses_usage(self.usage_dict())
-            self._add(f"response.{status}", {"response": response})
-        return prefix + self._flush()
-
-    def fail(self, kind: str, message: str, error_type: ErrorType) -> bytes:
-        """End the stream with `response.failed` after an upstream break (§6.12)."""
-        prefix = self.start() if self.fresh else b""
-        if self.open:
-            self.abort(kind, message, error_type)
-        return prefix + self._flush()
+    def _end(self) -> None:
+        """`response.completed`, or `response.incomplete` when the output was cut."""
+        response = dict(self._shell)
+        status, response["incomplete_details"] = responses_status(self.stop_reason)
+        self._close_item(status)
+        response["status"] = status
+        response["output"] = self._items
+        response["usage"] = responses_usage(self.usage_dict())
+        self._add(f"response.{status}", {"response": response})
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -437,11 +423,3 @@ class ResponsesStream(Machine):
             item = {"type": "reasoning", "id": self._open_id, "summary": [summary]}
         self._add("response.output_item.done", {"output_index": self._open_index, "item": item})
         self._items.append(item)
-
-    def _flush(self) -> bytes:
-        buffer = self._buffer
-        if not buffer:
-            return b""
-        text = "".join(buffer)
-        buffer.clear()
-        return sse.to_bytes(text)

@@ -32,6 +32,16 @@ def encode(event: str, data: Mapping[str, Any]) -> bytes:
     return to_bytes(encode_text(event, data))
 
 
+def flush(parts: list[str]) -> bytes:
+    """Join the SSE text a renderer collected, empty the list and encode it (`to_bytes`):
+    one bytes object per upstream read (PERF-NOTES)."""
+    if not parts:
+        return b""
+    text = "".join(parts)
+    parts.clear()
+    return to_bytes(text)
+
+
 def to_bytes(text: str) -> bytes:
     """Encode SSE text as UTF-8, replacing lone surrogates instead of raising.
 

@@ -758,12 +758,7 @@ class StreamTranslator(Machine):
         return self._flush()
 
     def _flush(self) -> bytes:
-        buffer = self._buffer
-        if not buffer:
-            return b""
-        text = "".join(buffer)
-        buffer.clear()
-        return sse.to_bytes(text)
+        return sse.flush(self._buffer)
 
     def _message_start(self, input_tokens: int, creation: int, read: int) -> str:
         opts = self._opts

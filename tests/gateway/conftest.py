@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from django.db import connection
 from credentials import services
 from credentials.models import AuthMethod, Credential
 from gateway.fakekiro.server import FakeKiroThread
+from usage.models import UsageRecord
 
 
 def free_port() -> int:
@@ -86,6 +88,33 @@ class Gateway:
             credential.client_secret = account.client_secret or ""
         credential.save()
         return credential, account
+
+
+def records(count: int = 1) -> list[UsageRecord]:
+    """Return the usage records, waiting briefly for those of streams to land."""
+    deadline = time.monotonic() + 10
+    while UsageRecord.objects.count() < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return list(UsageRecord.objects.order_by("pk"))
+
+
+def one_record() -> UsageRecord:
+    """Return the request's one usage record."""
+    (record,) = records()
+    return record
+
+
+@contextmanager
+def streaming(
+    gateway: Gateway, path: str, body: dict, headers: dict[str, str]
+) -> Iterator[httpx.Response]:
+    """POST `body` to the gateway and hold the streamed response open; the client leaves
+    (closes the connection) when the block ends."""
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", gateway.base_url + path, json=body, headers=headers) as response,
+    ):
+        yield response
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import json
 import httpx
 import pytest
 
+from tests.malformed import POST_PATHS
 from usage.models import UsageRecord, UsageStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,14 +23,6 @@ BODY = {
     "max_tokens": 64,
     "messages": [{"role": "user", "content": "hi"}],
 }
-POST_PATHS = (
-    "/v1/messages",
-    "/cc/v1/messages",
-    "/v1/messages/count_tokens",
-    "/cc/v1/messages/count_tokens",
-    "/v1/chat/completions",
-    "/v1/responses",
-)
 BODIES = {  # a valid body per endpoint, the text of its one message being "hi"
     "/v1/chat/completions": {"model": "claude-sonnet-4-5", "messages": [BODY["messages"][0]]},
     "/v1/responses": {"model": "claude-sonnet-4-5", "input": "hi"},

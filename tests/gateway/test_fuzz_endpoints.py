@@ -29,11 +29,11 @@ from tests.malformed import (
     CHAT_BODY,
     COUNT_BODIES,
     HUGE,
+    MESSAGES_BODIES,
     MESSAGES_BODY,
-    MIXED_SEARCH_BODY,
+    POST_PATHS,
     RESPONSES_BODY,
     RICH_MESSAGES_BODY,
-    WEB_SEARCH_BODY,
     garbage,
     mutated,
 )
@@ -56,12 +56,7 @@ class Endpoint:
 ENDPOINTS = {
     e.path: e
     for e in (
-        Endpoint(
-            "/v1/messages",
-            "anthropic",
-            (MESSAGES_BODY, RICH_MESSAGES_BODY, WEB_SEARCH_BODY, MIXED_SEARCH_BODY),
-            True,
-        ),
+        Endpoint("/v1/messages", "anthropic", MESSAGES_BODIES, True),
         Endpoint("/cc/v1/messages", "anthropic", (MESSAGES_BODY, RICH_MESSAGES_BODY), True),
         Endpoint("/v1/messages/count_tokens", "anthropic", tuple(COUNT_BODIES), False),
         Endpoint("/cc/v1/messages/count_tokens", "anthropic", tuple(COUNT_BODIES), False),
@@ -171,17 +166,7 @@ KEYS = st.sampled_from(["valid"] * 6 + [None, "sk-wrong"])  # a quarter without 
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/v1/messages",
-        "/cc/v1/messages",
-        "/v1/messages/count_tokens",
-        "/cc/v1/messages/count_tokens",
-        "/v1/chat/completions",
-        "/v1/responses",
-    ],
-)
+@pytest.mark.parametrize("path", POST_PATHS)
 def test_bad_input_never_gets_a_500_or_html_and_every_request_leaves_a_record(
     gateway, settings_override, path
 ):

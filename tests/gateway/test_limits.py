@@ -14,6 +14,7 @@ from credentials.models import ClientKey, ClientKeyWindow, LimitWindowKind
 from credentials.selectors import KeyIdentity
 from gateway.api import views
 from gateway.fakekiro.script import Script
+from tests.gateway.conftest import streaming
 from usage.models import UsageRecord
 from usage.services import UsageDraft
 
@@ -212,15 +213,9 @@ def test_a_client_disconnect_releases_the_reservation(gateway):
     key = _learned(gateway)
     gateway.fake.script(Script.slow("word " * 40, chunks=40, pace=0.1), account=account.id)
 
-    with (
-        httpx.Client(timeout=30) as client,
-        client.stream(
-            "POST",
-            gateway.base_url + "/v1/messages",
-            json={**BODY, "stream": True},
-            headers={"x-api-key": gateway.key},
-        ) as response,
-    ):
+    with streaming(
+        gateway, "/v1/messages", {**BODY, "stream": True}, {"x-api-key": gateway.key}
+    ) as response:
         # Hold the iterator: a discarded one is closed at once, and closing it closes the
         # connection, so the gateway could see the client leave before the check below.
         chunks = response.iter_raw()

@@ -19,7 +19,7 @@ from credentials import limits
 from credentials.models import ClientKey
 from gateway.api import openai_views, views
 from gateway.fakekiro.script import Script
-from usage.models import UsageRecord
+from tests.gateway.conftest import one_record, records
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,20 +33,6 @@ BODIES = {
     "/v1/chat/completions": {"model": MODEL, "messages": "not a list"},
     "/v1/responses": {"model": MODEL, "input": 5},
 }
-
-
-def records(count: int = 1) -> list[UsageRecord]:
-    """Return the usage records, waiting briefly for those of streams to land."""
-    deadline = time.monotonic() + 10
-    while UsageRecord.objects.count() < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return list(UsageRecord.objects.order_by("pk"))
-
-
-def one_record() -> UsageRecord:
-    """Return the request's one usage record."""
-    (record,) = records()
-    return record
 
 
 def send(gateway, path, *, key=True, content=None, stream=True) -> httpx.Response:

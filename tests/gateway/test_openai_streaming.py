@@ -19,7 +19,7 @@ from gateway.fakekiro.script import Script
 from gateway.protocol.events import AssistantResponse
 from gateway.protocol.openai_stream import ChatStream, ResponsesStream
 from gateway.protocol.translate import TranslateOptions
-from usage.models import UsageRecord
+from tests.gateway.conftest import one_record, records, streaming
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -84,20 +84,6 @@ def sdk(gateway) -> openai.OpenAI:
     return openai.OpenAI(
         api_key=gateway.key, base_url=gateway.base_url + "/v1", max_retries=0, timeout=30
     )
-
-
-def records(count: int = 1) -> list[UsageRecord]:
-    """Return the usage records, waiting briefly for those of streams to land."""
-    deadline = time.monotonic() + 10
-    while UsageRecord.objects.count() < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return list(UsageRecord.objects.order_by("pk"))
-
-
-def one_record() -> UsageRecord:
-    """Return the request's one usage record."""
-    (record,) = records()
-    return record
 
 
 # --- live deltas -----------------------------------------------------------------------------
@@ -251,30 +237,36 @@ def test_responses_streams_function_and_custom_tool_calls(gateway):
     assert "response.function_call_arguments.done" in kinds
 
 
-def test_chat_streams_reasoning_content_when_the_request_asked_for_reasoning(gateway):
+def script_reasoning(gateway) -> None:
+    """Have the upstream think "Six times seven." (signed) and then answer "42"."""
     _, account = gateway.add_credential()
     gateway.fake.script(
         Script.reasoning("Six times seven.", signature="sig") + Script.text("42"),
         account=account.id,
     )
 
+
+def chat_deltas(gateway, *, model: str, reasoning_effort: str) -> list[dict]:
+    """Stream a chat completion with the SDK; return its chunks' deltas (without unset fields)."""
     chunks = list(
         sdk(gateway).chat.completions.create(
-            model=MODEL, messages=MESSAGES, stream=True, reasoning_effort="high"
+            model=model, messages=MESSAGES, stream=True, reasoning_effort=reasoning_effort
         )
     )
+    return [c.choices[0].delta.model_dump(exclude_none=True) for c in chunks if c.choices]
 
-    deltas = [c.choices[0].delta.model_dump(exclude_none=True) for c in chunks if c.choices]
+
+def test_chat_streams_reasoning_content_when_the_request_asked_for_reasoning(gateway):
+    script_reasoning(gateway)
+
+    deltas = chat_deltas(gateway, model=MODEL, reasoning_effort="high")
+
     assert {"reasoning_content": "Six times seven."} in deltas
     assert "".join(d.get("content", "") for d in deltas) == "42"
 
 
 def test_chat_answers_reasoning_as_reasoning_content_without_a_stream_too(gateway):
-    _, account = gateway.add_credential()
-    gateway.fake.script(
-        Script.reasoning("Six times seven.", signature="sig") + Script.text("42"),
-        account=account.id,
-    )
+    script_reasoning(gateway)
 
     completion = sdk(gateway).chat.completions.create(
         model=MODEL, messages=MESSAGES, reasoning_effort="high"
@@ -286,19 +278,10 @@ def test_chat_answers_reasoning_as_reasoning_content_without_a_stream_too(gatewa
 
 def test_chat_shows_reasoning_as_text_when_the_effort_is_none(gateway):
     """A GPT model keeps `none` (§3.16): the client asked for no reasoning (§6.6)."""
-    _, account = gateway.add_credential()
-    gateway.fake.script(
-        Script.reasoning("Six times seven.", signature="sig") + Script.text("42"),
-        account=account.id,
-    )
+    script_reasoning(gateway)
 
-    chunks = list(
-        sdk(gateway).chat.completions.create(
-            model="gpt-5.6-sol", messages=MESSAGES, stream=True, reasoning_effort="none"
-        )
-    )
+    deltas = chat_deltas(gateway, model="gpt-5.6-sol", reasoning_effort="none")
 
-    deltas = [c.choices[0].delta.model_dump(exclude_none=True) for c in chunks if c.choices]
     assert not any("reasoning_content" in d for d in deltas)
     assert "".join(d.get("content", "") for d in deltas) == "Six times seven.42"
     assert gateway.fake.requests_for("chat")[-1].problems == []
@@ -452,15 +435,9 @@ def test_a_client_leaving_a_chat_stream_leaves_one_interrupted_record(gateway):
     _, account = gateway.add_credential()
     gateway.fake.script(Script.slow("word " * 40, chunks=40, pace=0.1), account=account.id)
 
-    with (
-        httpx.Client(timeout=30) as client,
-        client.stream(
-            "POST",
-            gateway.base_url + "/v1/chat/completions",
-            json={"model": MODEL, "messages": MESSAGES, "stream": True},
-            headers={"Authorization": f"Bearer {gateway.key}"},
-        ) as response,
-    ):
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+    bearer = {"Authorization": f"Bearer {gateway.key}"}
+    with streaming(gateway, "/v1/chat/completions", body, bearer) as response:
         first = next(response.iter_raw())
     assert b"chat.completion.chunk" in first
 
@@ -548,15 +525,8 @@ def test_a_client_leaving_the_web_search_loop_leaves_one_interrupted_record(gate
     gateway.fake.script(Script.mcp_results(SEARCH_RESULTS).delayed(3), route="mcp")
     body = {"model": MODEL, "input": "News?", "stream": True, "tools": [EXEC, WEB_SEARCH]}
 
-    with (
-        httpx.Client(timeout=30) as client,
-        client.stream(
-            "POST",
-            gateway.base_url + "/v1/responses",
-            json=body,
-            headers={"Authorization": f"Bearer {gateway.key}"},
-        ) as response,
-    ):
+    bearer = {"Authorization": f"Bearer {gateway.key}"}
+    with streaming(gateway, "/v1/responses", body, bearer) as response:
         first = next(response.iter_raw())
     assert b"response.created" in first
 

@@ -29,11 +29,8 @@ from gateway.protocol.websearch_loop import WebSearchLoop
 from tests.malformed import (
     CHAT_BODY,
     COUNT_BODIES,
-    MESSAGES_BODY,
-    MIXED_SEARCH_BODY,
+    MESSAGES_BODIES,
     RESPONSES_BODY,
-    RICH_MESSAGES_BODY,
-    WEB_SEARCH_BODY,
     garbage,
     mutated,
 )
@@ -43,7 +40,6 @@ FUZZ = settings(
     max_examples=300, derandomize=True, database=None, deadline=None,
     suppress_health_check=list(HealthCheck),
 )  # fmt: skip
-MESSAGES_BODIES = [MESSAGES_BODY, RICH_MESSAGES_BODY, WEB_SEARCH_BODY, MIXED_SEARCH_BODY]
 REPLY = {
     "id": "msg_1",
     "type": "message",

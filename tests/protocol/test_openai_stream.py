@@ -362,6 +362,18 @@ def names(raw: bytes) -> list[str]:
     return [event["type"].removeprefix("response.") for event in events(raw)]
 
 
+def message_item(deltas: int) -> list[str]:
+    """The `names()` of one streamed message item with `deltas` text deltas."""
+    return [
+        "output_item.added",
+        "content_part.added",
+        *["output_text.delta"] * deltas,
+        "output_text.done",
+        "content_part.done",
+        "output_item.done",
+    ]
+
+
 def final(raw: bytes) -> Any:
     """Accumulate the stream as `client.responses.stream` does; return the final response."""
     state: ResponseStreamState = ResponseStreamState(input_tools=omit, text_format=omit)
@@ -392,18 +404,7 @@ def test_responses_streams_text_as_a_message_item() -> None:
     out, _ = run_responses([[AssistantResponse("Hel")], [AssistantResponse("lo"), *USAGE_TAIL]])
     raw = b"".join(out)
 
-    assert names(raw) == [
-        "created",
-        "in_progress",
-        "output_item.added",
-        "content_part.added",
-        "output_text.delta",
-        "output_text.delta",
-        "output_text.done",
-        "content_part.done",
-        "output_item.done",
-        "completed",
-    ]
+    assert names(raw) == ["created", "in_progress", *message_item(deltas=2), "completed"]
     stream = events(raw)
     assert [e["sequence_number"] for e in stream] == list(range(len(stream)))
     item_id = stream[2]["item"]["id"]
@@ -519,12 +520,7 @@ def test_responses_streams_reasoning_as_a_summary_before_the_message() -> None:
         "reasoning_summary_text.done",
         "reasoning_summary_part.done",
         "output_item.done",
-        "output_item.added",
-        "content_part.added",
-        "output_text.delta",
-        "output_text.done",
-        "content_part.done",
-        "output_item.done",
+        *message_item(deltas=1),
         "completed",
     ]
     stream = events(raw)
