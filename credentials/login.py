@@ -306,19 +306,18 @@ def _idc_poll_once(sid: str, session: dict[str, Any]) -> LoginResult:
     missing = _missing_token(body)
     if missing:
         return LoginResult("error", f"Login failed: the token answer has no {missing}.")
-    tokens = {
-        "refresh_token": str(body["refreshToken"]),
-        "access_token": str(body["accessToken"]),
-        "expires_at": _expiry(body),
-    }
-    client = {
-        "provider": session["provider"],
-        "client_id": session["client_id"],
-        "client_secret": session["client_secret"],
-        "start_url": session["start_url"],
-        "region": session["region"],
-    }
-    return _finish(session, "idc", tokens, client)
+    tokens = services.LoginTokens(
+        auth_method="idc",
+        refresh_token=str(body["refreshToken"]),
+        access_token=str(body["accessToken"]),
+        expires_at=_expiry(body),
+        provider=session["provider"],
+        client_id=session["client_id"],
+        client_secret=session["client_secret"],
+        start_url=session["start_url"],
+        region=session["region"],
+    )
+    return _finish(session, tokens)
 
 
 # --- Social PKCE, paste mode (spec §8.4) --------------------------------------------------------
@@ -429,14 +428,15 @@ def social_complete(*, sid: str, user_id: int, redirect_url: str) -> LoginResult
     missing = _missing_token(body)
     if missing:
         return LoginResult("error", f"Code exchange failed: the answer has no {missing}.")
-    tokens = {
-        "refresh_token": str(body["refreshToken"]),
-        "access_token": str(body["accessToken"]),
-        "expires_at": _expiry(body),
-    }
     arn = body.get("profileArn")
-    extra = {"profile_arn": arn if isinstance(arn, str) and arn.startswith("arn:") else ""}
-    return _finish(session, "social", tokens, extra)
+    tokens = services.LoginTokens(
+        auth_method="social",
+        refresh_token=str(body["refreshToken"]),
+        access_token=str(body["accessToken"]),
+        expires_at=_expiry(body),
+        profile_arn=arn if isinstance(arn, str) and arn.startswith("arn:") else "",
+    )
+    return _finish(session, tokens)
 
 
 # --- shared ------------------------------------------------------------------------------------
@@ -473,26 +473,20 @@ def _expiry(body: dict[str, Any]) -> datetime:
     return timezone.now() + timedelta(seconds=float(expires_in))
 
 
-def _finish(
-    session: dict[str, Any], kind: str, tokens: dict[str, Any], extra: dict[str, Any]
-) -> LoginResult:
+def _finish(session: dict[str, Any], tokens: services.LoginTokens) -> LoginResult:
     """Store the tokens (new credential or re-login), then fetch the balance (spec §8.1)."""
     credential_id = session.get("credential_id")
     try:
         if credential_id is None:
             credential_id = services.credential_create_from_login(
-                auth_method=kind,
+                tokens=tokens,
                 priority=session.get("priority"),
                 email=session.get("email") or "",
                 proxy_url=session.get("proxy_url") or "",
-                **tokens,
-                **extra,
             )
             created = True
         else:
-            services.credential_relogin(
-                credential_id=credential_id, auth_method=kind, **tokens, **extra
-            )
+            services.credential_relogin(credential_id=credential_id, tokens=tokens)
             created = False
     except ValueError as exc:
         return LoginResult("error", f"Login succeeded but the credential was not saved: {exc}")
@@ -501,7 +495,7 @@ def _finish(
         operations.run_sync(operations.check_balance, credential_id=credential_id, force=True)
     except operations.OperationError as exc:
         warning = f"The balance could not be fetched: {exc}"
-    log.info("%s login stored credential #%s", kind, credential_id)
+    log.info("%s login stored credential #%s", tokens.auth_method, credential_id)
     verb = "created" if created else "re-logged in"
     return LoginResult(
         "done", f"Credential #{credential_id} {verb}.", credential_id, created, warning

@@ -12,6 +12,7 @@ rows. One module per entity; every public name is importable from `credentials.s
 
 from credentials.services.accounts import (
     BatchImportRun,
+    LoginTokens,
     credential_batch_import,
     credential_batch_import_item,
     credential_batch_import_start,
@@ -97,6 +98,7 @@ __all__ = [
     "BatchImportRun",
     "ImportPlan",
     "ImportPlanItem",
+    "LoginTokens",
     "ProxyLine",
     "client_key_create",
     "client_key_generate",
