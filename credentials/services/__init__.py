@@ -27,6 +27,7 @@ from credentials.services.client_keys import (
     client_key_prefix,
     client_key_reset_totals,
     client_key_rotate,
+    client_key_set_enabled,
     client_key_sync_system,
 )
 from credentials.services.console import (
@@ -105,6 +106,7 @@ __all__ = [
     "client_key_prefix",
     "client_key_reset_totals",
     "client_key_rotate",
+    "client_key_set_enabled",
     "client_key_sync_system",
     "credential_assign_round_robin",
     "credential_balance_exhausted",
