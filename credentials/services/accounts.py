@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import string
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +16,6 @@ from credentials.models import (
 from credentials.services.kiro_rs import IMPORTED_DEFAULTS
 from credentials.services.pool import groups_ensure
 from credentials.services.proxies import proxy_assignable_urls
-
-_BASE62 = string.ascii_letters + string.digits
 
 
 @dataclass(slots=True)
