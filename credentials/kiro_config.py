@@ -115,6 +115,16 @@ def parse_config(text: str, file: str = "config.json") -> dict[str, Any]:
     return values
 
 
+# The kinds a JSON type check alone settles: (the Python type, what an error says it expects).
+_JSON_TYPES: dict[str, tuple[type, str]] = {
+    "str": (str, "a string"),
+    "secret": (str, "a string"),
+    "bool": (bool, "true or false"),
+    "object": (dict, "an object"),
+    "list": (list, "an array"),
+}
+
+
 def _coerce_config(file: str, key: _ConfigKey, value: Any) -> Any:
     def fail(expected: str) -> KiroFileError:
         return KiroFileError(file, f"expected {expected}, got {value!r:.60}", field=key.json)
@@ -123,13 +133,12 @@ def _coerce_config(file: str, key: _ConfigKey, value: Any) -> Any:
         if key.optional or key.omit_unset:
             return ""
         raise fail("a value (null is not allowed here)")
-    if key.kind in ("str", "secret"):
-        if not isinstance(value, str):
-            raise fail("a string")
-        return value
-    if key.kind == "bool":
-        if not isinstance(value, bool):
-            raise fail("true or false")
+    if key.kind in _JSON_TYPES:
+        python_type, expected = _JSON_TYPES[key.kind]
+        if not isinstance(value, python_type):
+            raise fail(expected)
+        if key.kind == "list":
+            _check_custom_models(file, value)
         return value
     if key.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
@@ -142,26 +151,21 @@ def _coerce_config(file: str, key: _ConfigKey, value: Any) -> Any:
         if value not in key.choices:
             raise fail("one of " + ", ".join(key.choices))
         return value
-    if key.kind == "object":
-        if not isinstance(value, dict):
-            raise fail("an object")
-        return value
-    if key.kind == "list":
-        if not isinstance(value, list):
-            raise fail("an array")
-        for position, model in enumerate(value):
-            if not isinstance(model, dict):
-                raise KiroFileError(file, "expected an object", entry=f"customModels[{position}]")
-            for name, check in _CUSTOM_MODEL_KEYS.items():
-                if (name in model or name in ("id", "backendId")) and not check(model.get(name)):
-                    raise KiroFileError(
-                        file,
-                        "missing or invalid value",
-                        entry=f"customModels[{position}]",
-                        field=name,
-                    )
-        return value
     raise AssertionError(key.kind)
+
+
+def _check_custom_models(file: str, models: list[Any]) -> None:
+    for position, model in enumerate(models):
+        if not isinstance(model, dict):
+            raise KiroFileError(file, "expected an object", entry=f"customModels[{position}]")
+        for name, check in _CUSTOM_MODEL_KEYS.items():
+            if (name in model or name in ("id", "backendId")) and not check(model.get(name)):
+                raise KiroFileError(
+                    file,
+                    "missing or invalid value",
+                    entry=f"customModels[{position}]",
+                    field=name,
+                )
 
 
 def render_config(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -299,26 +299,21 @@ def _idc_poll_once(sid: str, session: dict[str, Any]) -> LoginResult:
     if status != 200 and code == "expired_token":
         _drop(sid)
         return expired("device")
-    if status != 200 or not isinstance(body, dict):
-        _drop(sid)
-        return LoginResult("error", f"Login failed: {_described(status, body)}")
-    _drop(sid)  # the grant is spent, whatever follows
-    missing = _missing_token(body)
-    if missing:
-        return LoginResult("error", f"Login failed: the token answer has no {missing}.")
-    tokens = {
-        "refresh_token": str(body["refreshToken"]),
-        "access_token": str(body["accessToken"]),
-        "expires_at": _expiry(body),
-    }
-    client = {
-        "provider": session["provider"],
-        "client_id": session["client_id"],
-        "client_secret": session["client_secret"],
-        "start_url": session["start_url"],
-        "region": session["region"],
-    }
-    return _finish(session, "idc", tokens, client)
+    _drop(sid)  # the grant is spent, whatever follows (an error answer included)
+    try:
+        answer = _token_answer(status, body, failed="Login failed", answer="the token answer")
+    except LoginError as exc:
+        return LoginResult("error", str(exc))
+    tokens = services.LoginTokens(
+        auth_method="idc",
+        **answer,
+        provider=session["provider"],
+        client_id=session["client_id"],
+        client_secret=session["client_secret"],
+        start_url=session["start_url"],
+        region=session["region"],
+    )
+    return _finish(session, tokens)
 
 
 # --- Social PKCE, paste mode (spec §8.4) --------------------------------------------------------
@@ -424,19 +419,17 @@ def social_complete(*, sid: str, user_id: int, redirect_url: str) -> LoginResult
     except LoginError as exc:
         return LoginResult("error", str(exc))
     _drop(sid)  # a code is single-use: whatever the answer, this session is spent
-    if status != 200 or not isinstance(body, dict):
-        return LoginResult("error", f"Code exchange failed: {_described(status, body)}")
-    missing = _missing_token(body)
-    if missing:
-        return LoginResult("error", f"Code exchange failed: the answer has no {missing}.")
-    tokens = {
-        "refresh_token": str(body["refreshToken"]),
-        "access_token": str(body["accessToken"]),
-        "expires_at": _expiry(body),
-    }
+    try:
+        answer = _token_answer(status, body, failed="Code exchange failed", answer="the answer")
+    except LoginError as exc:
+        return LoginResult("error", str(exc))
     arn = body.get("profileArn")
-    extra = {"profile_arn": arn if isinstance(arn, str) and arn.startswith("arn:") else ""}
-    return _finish(session, "social", tokens, extra)
+    tokens = services.LoginTokens(
+        auth_method="social",
+        **answer,
+        profile_arn=arn if isinstance(arn, str) and arn.startswith("arn:") else "",
+    )
+    return _finish(session, tokens)
 
 
 # --- shared ------------------------------------------------------------------------------------
@@ -450,11 +443,21 @@ def expired(kind: str) -> LoginResult:
     )
 
 
-def _missing_token(body: dict[str, Any]) -> str:
-    """Name the token a successful answer lacks (spec §8.4: no refresh token is an error)."""
-    if not body.get("refreshToken"):
-        return "refresh token"
-    return "" if body.get("accessToken") else "access token"
+def _token_answer(status: int, body: Any, *, failed: str, answer: str) -> dict[str, Any]:
+    """Return the tokens of a successful token answer (device code or social code exchange):
+    refresh_token, access_token and expires_at. Raise LoginError, its message starting with
+    `failed`, for an error answer or one that lacks a token (spec §8.4: no refresh token is an
+    error); `answer` names the answer in that message."""
+    if status != 200 or not isinstance(body, dict):
+        raise LoginError(f"{failed}: {_described(status, body)}")
+    for key, name in (("refreshToken", "refresh token"), ("accessToken", "access token")):
+        if not body.get(key):
+            raise LoginError(f"{failed}: {answer} has no {name}.")
+    return {
+        "refresh_token": str(body["refreshToken"]),
+        "access_token": str(body["accessToken"]),
+        "expires_at": _expiry(body),
+    }
 
 
 def _expiry(body: dict[str, Any]) -> datetime:
@@ -473,26 +476,20 @@ def _expiry(body: dict[str, Any]) -> datetime:
     return timezone.now() + timedelta(seconds=float(expires_in))
 
 
-def _finish(
-    session: dict[str, Any], kind: str, tokens: dict[str, Any], extra: dict[str, Any]
-) -> LoginResult:
+def _finish(session: dict[str, Any], tokens: services.LoginTokens) -> LoginResult:
     """Store the tokens (new credential or re-login), then fetch the balance (spec §8.1)."""
     credential_id = session.get("credential_id")
     try:
         if credential_id is None:
             credential_id = services.credential_create_from_login(
-                auth_method=kind,
+                tokens=tokens,
                 priority=session.get("priority"),
                 email=session.get("email") or "",
                 proxy_url=session.get("proxy_url") or "",
-                **tokens,
-                **extra,
             )
             created = True
         else:
-            services.credential_relogin(
-                credential_id=credential_id, auth_method=kind, **tokens, **extra
-            )
+            services.credential_relogin(credential_id=credential_id, tokens=tokens)
             created = False
     except ValueError as exc:
         return LoginResult("error", f"Login succeeded but the credential was not saved: {exc}")
@@ -501,7 +498,7 @@ def _finish(
         operations.run_sync(operations.check_balance, credential_id=credential_id, force=True)
     except operations.OperationError as exc:
         warning = f"The balance could not be fetched: {exc}"
-    log.info("%s login stored credential #%s", kind, credential_id)
+    log.info("%s login stored credential #%s", tokens.auth_method, credential_id)
     verb = "created" if created else "re-logged in"
     return LoginResult(
         "done", f"Credential #{credential_id} {verb}.", credential_id, created, warning

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
+from django.forms import Form
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -143,16 +145,28 @@ class CredentialActions(CredentialPageBase):
             request, f"Disabled {len(ids)} credential(s) (QuotaExceeded).", messages.SUCCESS
         )
 
-    def _intermediate(
+    def _form_action(
         self,
         request: HttpRequest,
         queryset: QuerySet[Credential],
-        form: Any,
+        form_class: type[Form],
+        apply: Callable[[Any, list[Credential]], tuple[str, str]],
         *,
         action: str,
         title: str,
         submit: str,
-    ) -> TemplateResponse:
+    ) -> HttpResponse | None:
+        """An action that asks for a form first. On a valid "apply" POST, `apply(form, objects)`
+        calls the service and returns (each object's history note, the message to show);
+        otherwise the intermediate page shows the form."""
+        form = form_class(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            objects = list(queryset)
+            note, summary = apply(form, objects)
+            for obj in objects:
+                self.log_change(request, obj, note)
+            self.message_user(request, summary)
+            return None
         context = self.ops_context(request, None, title)
         context.update(
             form=form,
@@ -167,37 +181,47 @@ class CredentialActions(CredentialPageBase):
     def edit_groups(
         self, request: HttpRequest, queryset: QuerySet[Credential]
     ) -> HttpResponse | None:
-        form = GroupEditForm(request.POST if "apply" in request.POST else None)
-        if "apply" in request.POST and form.is_valid():
+        def apply(form: GroupEditForm, objects: list[Credential]) -> tuple[str, str]:
             mode, names = form.cleaned_data["mode"], form.cleaned_data["groups"]
-            objects = list(queryset)
             count = services.credential_edit_groups(
                 credential_ids=[o.pk for o in objects], names=names, mode=mode
             )
-            for obj in objects:
-                self.log_change(request, obj, f"Groups {mode}: {', '.join(names) or '—'} (admin)")
-            self.message_user(request, f"Edited the groups of {count} credential(s).")
-            return None
-        return self._intermediate(
-            request, queryset, form, action="edit_groups", title="Edit groups", submit="Apply"
+            return (
+                f"Groups {mode}: {', '.join(names) or '—'} (admin)",
+                f"Edited the groups of {count} credential(s).",
+            )
+
+        return self._form_action(
+            request,
+            queryset,
+            GroupEditForm,
+            apply,
+            action="edit_groups",
+            title="Edit groups",
+            submit="Apply",
         )
 
     @admin.action(description="Assign a proxy from the pool …", permissions=["change"])
     def assign_proxy(
         self, request: HttpRequest, queryset: QuerySet[Credential]
     ) -> HttpResponse | None:
-        form = AssignProxyForm(request.POST if "apply" in request.POST else None)
-        if "apply" in request.POST and form.is_valid():
+        def apply(form: AssignProxyForm, objects: list[Credential]) -> tuple[str, str]:
             url = form.chosen_url()
-            objects = list(queryset)
             count = services.credential_set_proxy(credential_ids=[o.pk for o in objects], url=url)
             shown = services.proxy_mask(url) or "none (global proxy)"
-            for obj in objects:
-                self.log_change(request, obj, f"Proxy set to {shown} (admin)")
-            self.message_user(request, f"Set the proxy of {count} credential(s) to {shown}.")
-            return None
-        return self._intermediate(
-            request, queryset, form, action="assign_proxy", title="Assign a proxy", submit="Assign"
+            return (
+                f"Proxy set to {shown} (admin)",
+                f"Set the proxy of {count} credential(s) to {shown}.",
+            )
+
+        return self._form_action(
+            request,
+            queryset,
+            AssignProxyForm,
+            apply,
+            action="assign_proxy",
+            title="Assign a proxy",
+            submit="Assign",
         )
 
     @admin.action(description="Assign pool proxies round-robin", permissions=["change"])

@@ -295,10 +295,7 @@ class ClientKeyAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
 
     @admin.action(description="Enable selected keys", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:
-        for key in queryset:
-            self.log_change(request, key, "Enabled (admin action)")
-        count = queryset.update(enabled=True)
-        self.message_user(request, f"Enabled {count} key(s).", messages.SUCCESS)
+        self._set_enabled(request, queryset, True)
 
     @admin.action(description="Reset lifetime statistics", permissions=["change"])
     def reset_totals(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:
@@ -306,7 +303,14 @@ class ClientKeyAdmin(NoSecretLookupsMixin, admin.ModelAdmin):
 
     @admin.action(description="Disable selected keys", permissions=["change"])
     def disable(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:
-        for key in queryset:
-            self.log_change(request, key, "Disabled (admin action)")
-        count = queryset.update(enabled=False)
-        self.message_user(request, f"Disabled {count} key(s).", messages.SUCCESS)
+        self._set_enabled(request, queryset, False)
+
+    def _set_enabled(
+        self, request: HttpRequest, queryset: QuerySet[ClientKey], enabled: bool
+    ) -> None:
+        verb = "Enabled" if enabled else "Disabled"
+        keys = list(queryset)
+        for key in keys:
+            self.log_change(request, key, f"{verb} (admin action)")
+        count = services.client_key_set_enabled(key_ids=[key.pk for key in keys], enabled=enabled)
+        self.message_user(request, f"{verb} {count} key(s).", messages.SUCCESS)

@@ -12,6 +12,7 @@ rows. One module per entity; every public name is importable from `credentials.s
 
 from credentials.services.accounts import (
     BatchImportRun,
+    LoginTokens,
     credential_batch_import,
     credential_batch_import_item,
     credential_batch_import_start,
@@ -26,6 +27,7 @@ from credentials.services.client_keys import (
     client_key_prefix,
     client_key_reset_totals,
     client_key_rotate,
+    client_key_set_enabled,
     client_key_sync_system,
 )
 from credentials.services.console import (
@@ -97,12 +99,14 @@ __all__ = [
     "BatchImportRun",
     "ImportPlan",
     "ImportPlanItem",
+    "LoginTokens",
     "ProxyLine",
     "client_key_create",
     "client_key_generate",
     "client_key_prefix",
     "client_key_reset_totals",
     "client_key_rotate",
+    "client_key_set_enabled",
     "client_key_sync_system",
     "credential_assign_round_robin",
     "credential_balance_exhausted",

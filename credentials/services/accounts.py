@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import string
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +16,6 @@ from credentials.models import (
 from credentials.services.kiro_rs import IMPORTED_DEFAULTS
 from credentials.services.pool import groups_ensure
 from credentials.services.proxies import proxy_assignable_urls
-
-_BASE62 = string.ascii_letters + string.digits
 
 
 @dataclass(slots=True)
@@ -115,59 +112,53 @@ def refresh_token_check_new(refresh_token: str, *, exclude_id: int | None = None
         raise ValueError("another credential already has this refresh token")
 
 
+@dataclass(frozen=True, slots=True)
+class LoginTokens:
+    """What a device-code or social login produced: the tokens and, for IdC, its client."""
+
+    auth_method: str  # "idc" | "social"
+    refresh_token: str = field(repr=False)
+    access_token: str = field(repr=False)
+    expires_at: Any
+    provider: str = ""
+    client_id: str = ""
+    client_secret: str = field(default="", repr=False)
+    start_url: str = ""
+    region: str = ""
+    profile_arn: str = ""
+
+
 def credential_create_from_login(
     *,
-    auth_method: str,
-    refresh_token: str,
-    access_token: str,
-    expires_at: Any,
-    provider: str = "",
-    client_id: str = "",
-    client_secret: str = "",
-    start_url: str = "",
-    region: str = "",
-    profile_arn: str = "",
+    tokens: LoginTokens,
     priority: int | None = None,
     email: str = "",
     proxy_url: str = "",
 ) -> int:
     """Add the credential a device-code or social login produced; return its id."""
-    refresh_token_check_new(refresh_token)
+    refresh_token_check_new(tokens.refresh_token)
     credential = Credential(
-        auth_method=auth_method,
-        provider=provider,
-        access_token=access_token,
-        expires_at=expires_at,
-        client_id=client_id,
-        client_secret=client_secret,
-        start_url=start_url,
-        region=region,
-        auth_region=region,
-        profile_arn=profile_arn,
+        auth_method=tokens.auth_method,
+        provider=tokens.provider,
+        access_token=tokens.access_token,
+        expires_at=tokens.expires_at,
+        client_id=tokens.client_id,
+        client_secret=tokens.client_secret,
+        start_url=tokens.start_url,
+        region=tokens.region,
+        auth_region=tokens.region,
+        profile_arn=tokens.profile_arn,
         priority=priority if priority is not None else 0,
         email=email,
         proxy_url=proxy_url,
     )
-    credential.set_refresh_token(refresh_token)
+    credential.set_refresh_token(tokens.refresh_token)
     credential.save()
     return credential.pk
 
 
 @transaction.atomic
-def credential_relogin(
-    *,
-    credential_id: int,
-    auth_method: str,
-    refresh_token: str,
-    access_token: str,
-    expires_at: Any,
-    provider: str = "",
-    client_id: str = "",
-    client_secret: str = "",
-    start_url: str = "",
-    region: str = "",
-    profile_arn: str = "",
-) -> None:
+def credential_relogin(*, credential_id: int, tokens: LoginTokens) -> None:
     """Put freshly minted tokens on an existing credential (spec kiro-ops §8.4 re-login).
 
     Keeps id, priority, groups, email and proxy. IdC replaces the whole client-bound set and
@@ -177,25 +168,25 @@ def credential_relogin(
     credential = Credential.objects.select_for_update().filter(pk=credential_id).first()
     if credential is None:
         raise ValueError(f"credential #{credential_id} no longer exists")
-    refresh_token_check_new(refresh_token, exclude_id=credential_id)
-    credential.set_refresh_token(refresh_token)
-    credential.access_token = access_token
-    credential.expires_at = expires_at
-    credential.auth_method = auth_method
-    if auth_method == "idc":
-        credential.provider = provider
-        credential.client_id = client_id
-        credential.client_secret = client_secret
-        credential.region = region
-        credential.auth_region = region
-        credential.start_url = start_url
+    refresh_token_check_new(tokens.refresh_token, exclude_id=credential_id)
+    credential.set_refresh_token(tokens.refresh_token)
+    credential.access_token = tokens.access_token
+    credential.expires_at = tokens.expires_at
+    credential.auth_method = tokens.auth_method
+    if tokens.auth_method == "idc":
+        credential.provider = tokens.provider
+        credential.client_id = tokens.client_id
+        credential.client_secret = tokens.client_secret
+        credential.region = tokens.region
+        credential.auth_region = tokens.region
+        credential.start_url = tokens.start_url
         credential.profile_arn = ""
         credential.token_endpoint = ""
         credential.issuer_url = ""
         credential.scopes = ""
         credential.set_kiro_api_key("")
-    elif profile_arn:
-        credential.profile_arn = profile_arn
+    elif tokens.profile_arn:
+        credential.profile_arn = tokens.profile_arn
     credential.enabled = True
     credential.disabled_reason = ""
     credential.failure_count = 0

@@ -68,6 +68,11 @@ def client_key_rotate(*, key: ClientKey) -> str:
     return plaintext
 
 
+def client_key_set_enabled(*, key_ids: list[int], enabled: bool) -> int:
+    """Enable or disable client keys; return how many there were."""
+    return ClientKey.objects.filter(pk__in=key_ids).update(enabled=enabled)
+
+
 def client_key_reset_totals(*, key_ids: list[int]) -> dict[int, KeyTotals]:
     """Zero the lifetime totals of the keys (their month rows); return what each had.
 

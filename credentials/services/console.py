@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import string
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
@@ -17,8 +16,6 @@ from credentials.models import (
 )
 from credentials.services.pool import groups_ensure
 from credentials.services.proxies import proxy_assignable_urls
-
-_BASE62 = string.ascii_letters + string.digits
 
 BALANCE_TTL = timedelta(minutes=5)
 

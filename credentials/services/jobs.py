@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import string
 from datetime import timedelta
 
 from django.db.models import Q
@@ -11,8 +10,6 @@ from django.utils import timezone
 from credentials.models import (
     JobLock,
 )
-
-_BASE62 = string.ascii_letters + string.digits
 
 
 def job_claim(*, name: str, holder: str, ttl_seconds: float) -> bool:

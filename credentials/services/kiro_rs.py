@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +18,6 @@ from credentials.models import (
 )
 from credentials.services.client_keys import client_key_sync_system
 from credentials.services.pool import groups_ensure
-
-_BASE62 = string.ascii_letters + string.digits
 
 
 @dataclass(slots=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import math
-import string
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
@@ -22,8 +21,6 @@ from credentials.models import (
     DisabledReason,
     GatewaySettings,
 )
-
-_BASE62 = string.ascii_letters + string.digits
 
 
 def credential_enable(*, credential_ids: Iterable[int]) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -15,8 +14,6 @@ from credentials.models import (
     mask_proxy_url,
 )
 from gateway.kiro.proxies import proxy_url_problem
-
-_BASE62 = string.ascii_letters + string.digits
 
 PROXY_FAILURES_BEFORE_DISABLE = 3
 

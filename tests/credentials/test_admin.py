@@ -307,6 +307,29 @@ def test_the_system_key_cannot_be_deleted(superuser, admin_client_as):
     assert ClientKey.objects.filter(pk=key.pk).exists()
 
 
+def test_the_enable_and_disable_actions_switch_the_selected_keys_and_log_them(
+    superuser, admin_client_as
+):
+    client = admin_client_as(superuser)
+    key, other = ClientKeyFactory(), ClientKeyFactory()
+    changelist = reverse("admin:credentials_clientkey_changelist")
+
+    disabled = client.post(
+        changelist, {"action": "disable", "_selected_action": [key.pk]}, follow=True
+    )
+    assert "Disabled 1 key(s)." in disabled.content.decode()
+    assert not ClientKey.objects.get(pk=key.pk).enabled
+    assert ClientKey.objects.get(pk=other.pk).enabled
+
+    enabled = client.post(
+        changelist, {"action": "enable", "_selected_action": [key.pk]}, follow=True
+    )
+    assert "Enabled 1 key(s)." in enabled.content.decode()
+    assert ClientKey.objects.get(pk=key.pk).enabled
+    notes = LogEntry.objects.filter(object_id=str(key.pk)).values_list("change_message", flat=True)
+    assert sorted(notes) == ["Disabled (admin action)", "Enabled (admin action)"]
+
+
 # --- roles ---------------------------------------------------------------------------------
 
 
