@@ -70,13 +70,18 @@ def _ttl(control: object) -> int:
     return ONE_HOUR if ttl == "1h" else FIVE_MINUTES
 
 
+def _mappings(value: object) -> list[Mapping[str, Any]]:
+    """The dict items of a list; nothing for any other value (the body is not validated yet)."""
+    if isinstance(value, list | tuple):
+        return [item for item in value if isinstance(item, Mapping)]
+    return []
+
+
 def _blocks(value: object) -> list[Mapping[str, Any]]:
     """A string content or system is one text block; anything else keeps its dict blocks."""
     if isinstance(value, str):
         return [{"type": "text", "text": value}] if value else []
-    if isinstance(value, list | tuple):
-        return [block for block in value if isinstance(block, Mapping)]
-    return []
+    return _mappings(value)
 
 
 def _block_tokens(block: Mapping[str, Any]) -> int:
@@ -117,10 +122,13 @@ class _Chain:
 
 
 def plan(body: Mapping[str, Any], seed: str) -> CachePlan:
-    """Build the breakpoints of an Anthropic request body (validated by the conversion)."""
-    tools = [tool for tool in body.get("tools") or () if isinstance(tool, Mapping)]
+    """Build the breakpoints of an Anthropic request body.
+
+    The body is only parsed, not yet validated (the conversion refuses it later with a 400),
+    so a field of the wrong type counts as absent instead of raising."""
+    tools = _mappings(body.get("tools"))
     system = _blocks(body.get("system"))
-    messages = [m for m in body.get("messages") or () if isinstance(m, Mapping)]
+    messages = _mappings(body.get("messages"))
     chain = _Chain(seed)
     for tool in tools:
         chain.add("tool", tool, _tool_tokens(tool))

@@ -139,6 +139,18 @@ def test_count_tokens_refuses_a_number_for_system_or_tools(gateway, path, field)
     assert UsageRecord.objects.get().http_status == 400
 
 
+@pytest.mark.parametrize("field", ["messages", "tools", "system"])
+@pytest.mark.parametrize("path", ["/v1/messages", "/cc/v1/messages"])
+def test_a_field_of_the_wrong_type_gets_a_400_before_the_prompt_cache_looks(gateway, path, field):
+    # the prompt-cache metering (on by default) reads the body before the conversion checks it
+    content = json.dumps(BODY | {field: True}).encode()
+
+    error = error_of(send(gateway, path, content), path, 400)
+
+    assert error["message"].startswith(f"{field}: ")
+    assert UsageRecord.objects.get().http_status == 400
+
+
 @pytest.mark.parametrize("path", POST_PATHS)
 def test_a_lone_surrogate_gets_a_400_not_a_500(gateway, path):
     gateway.add_credential()

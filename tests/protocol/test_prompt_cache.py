@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.protocol.models import ConversionError
 from gateway.protocol.prompt_cache import (
     FIVE_MINUTES,
     ONE_HOUR,
@@ -128,3 +132,33 @@ def test_a_hit_on_an_earlier_breakpoint_reads_its_part_and_creates_the_rest():
     _uncached, creation, read = split
     assert abs(read - creation) < 100  # two equal halves
     assert sum(split) == 10_000
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(field=st.sampled_from(["messages", "tools", "system", "metadata"]), value=JSON)
+def test_a_body_not_yet_validated_never_makes_the_plan_raise(field, value):
+    # the store meters the parsed body before the conversion refuses a wrong type with a 400:
+    # the plan either counts it or refuses it the way the conversion would, never a TypeError
+    request = body(system=cached_system()) | {field: value}
+
+    try:
+        total = plan(request, "key:1").prompt_total
+    except ConversionError as exc:
+        assert exc.field.split(".")[0] == field
+    else:
+        assert total >= 1
+
+
+@given(content=JSON, role=JSON)
+def test_messages_of_any_shape_never_make_the_plan_raise(content, role):
+    request = body(messages=[{"role": role, "content": content}, "text", 5])
+
+    assert plan(request, "key:1").prompt_total >= 1
