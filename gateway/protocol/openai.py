@@ -565,7 +565,7 @@ class _ToolCall:
 
 @dataclass(frozen=True, slots=True)
 class _Reply:
-    """The parts of an assembled Anthropic message (translate.assemble_result) we render."""
+    """The parts of an assembled Anthropic message (assemble.assemble_result) we render."""
 
     text: str
     reasoning: str

@@ -1,9 +1,9 @@
 """Render Kiro events live as OpenAI streams (spec kiro-protocol §12, §6).
 
-Two subclasses of `translate.Machine` (through a common base here), so that blocks, tools,
-stop reason, usage and failures are decided exactly as on `/v1/messages`; only the rendering
-differs. Both offer the `translate.Renderer` interface that `dispatch.relay` drives, and
-translate what one upstream read delivered into one bytes object (PERF-NOTES).
+Two subclasses of `translate_machine.Machine` (through a common base here), so that blocks,
+tools, stop reason, usage and failures are decided exactly as on `/v1/messages`; only the
+rendering differs. Both offer the `translate.Renderer` interface that `dispatch.relay` drives,
+and translate what one upstream read delivered into one bytes object (PERF-NOTES).
 
 * `ChatStream`: `chat.completion.chunk`s. A role chunk first; `content` deltas as text
   arrives; `reasoning_content` deltas for thinking (the machine only thinks when the request
@@ -48,7 +48,8 @@ from gateway.protocol.openai import (
     responses_usage,
     tool_table,
 )
-from gateway.protocol.translate import Machine, TranslateOptions
+from gateway.protocol.translate import TranslateOptions
+from gateway.protocol.translate_machine import Machine
 
 __all__ = ["KEEP_ALIVE", "ChatStream", "ResponsesStream"]
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from gateway.protocol.assemble import assemble_message
 from gateway.protocol.classify import CONTEXT_FULL
 from gateway.protocol.convert import ConvertOptions, convert_request, web_search_mode
 from gateway.protocol.events import AssistantResponse, ToolUse
@@ -29,7 +30,7 @@ from gateway.protocol.openai import (
     responses_stream_head,
     responses_to_anthropic,
 )
-from gateway.protocol.translate import TranslateOptions, assemble_message
+from gateway.protocol.translate import TranslateOptions
 from gateway.protocol.websearch_loop import WebSearchLoop
 
 CLIENTS = Path(__file__).resolve().parents[3] / "shared" / "spec" / "clients"
@@ -61,7 +62,7 @@ def user(text: str) -> dict[str, Any]:
 def message(
     *content: dict[str, Any], stop_reason: str = "end_turn", **usage: Any
 ) -> dict[str, Any]:
-    """Build an assembled Anthropic message as translate.assemble_result returns it."""
+    """Build an assembled Anthropic message as assemble.assemble_result returns it."""
     return {
         "id": "msg_1",
         "type": "message",
