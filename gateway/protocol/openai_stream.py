@@ -35,17 +35,15 @@ from typing import Any, Final
 from gateway.protocol import sse
 from gateway.protocol.errors import ErrorType
 from gateway.protocol.events import KiroEvent
-from gateway.protocol.openai import (
+from gateway.protocol.openai import anthropic_error_to_openai, chat_usage, responses_usage
+from gateway.protocol.openai_chat import finish_reason
+from gateway.protocol.openai_responses import (
     NOOP_TOOL,
-    anthropic_error_to_openai,
-    chat_usage,
     custom_input,
-    finish_reason,
     item_id,
     response_error,
     response_shell,
     responses_status,
-    responses_usage,
     tool_table,
 )
 from gateway.protocol.translate import TranslateOptions
@@ -217,8 +215,9 @@ class ResponsesStream(_OpenAIStream):
     """Render Kiro events as Responses API events, one bytes object per upstream read.
 
     `request` is the client's Responses body: its tools say which calls are free-text tools
-    and which belong to a namespace (names are restored as in `openai.anthropic_to_responses`),
-    and its settings are echoed in the response object.
+    and which belong to a namespace (names are restored as in
+    `openai_responses.anthropic_to_responses`), and its settings are echoed in the response
+    object.
     """
 
     __slots__ = (

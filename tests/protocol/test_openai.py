@@ -17,18 +17,21 @@ from gateway.protocol.models import ConversionError
 from gateway.protocol.openai import (
     DEFAULT_MAX_TOKENS,
     IMAGE_OMITTED,
-    WEB_SEARCH_NUDGE,
     anthropic_error_to_openai,
-    anthropic_to_chat,
-    anthropic_to_responses,
-    chat_to_anthropic,
     client_wants_stream,
     conversion_error_body,
     openai_error,
+)
+from gateway.protocol.openai_chat import anthropic_to_chat, chat_to_anthropic
+from gateway.protocol.openai_responses import (
+    WEB_SEARCH_NUDGE,
+    anthropic_to_responses,
+    responses_to_anthropic,
+)
+from gateway.protocol.openai_responses_events import (
     responses_failed_event,
     responses_stream_events,
     responses_stream_head,
-    responses_to_anthropic,
 )
 from gateway.protocol.translate import TranslateOptions
 from gateway.protocol.websearch_loop import WebSearchLoop
