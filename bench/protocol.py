@@ -21,9 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gateway.protocol.anthropic_stream import StreamTranslator
 from gateway.protocol.events import KiroEvent, parse_message
 from gateway.protocol.eventstream import EventStreamDecoder, Message, encode_event
-from gateway.protocol.translate import StreamTranslator, TranslateOptions
+from gateway.protocol.translate import TranslateOptions
 
 REPEATS = 7
 WORDS = (

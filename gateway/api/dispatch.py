@@ -30,18 +30,14 @@ from gateway.kiro import client as kiro_client
 from gateway.kiro.proxies import UnusableProxy
 from gateway.kiro.types import CredentialAccess
 from gateway.protocol import classify, errors
+from gateway.protocol.anthropic_stream import StreamTranslator
+from gateway.protocol.assemble import assemble_result
 from gateway.protocol.classify import Action, Outcome
 from gateway.protocol.convert import encode_body, for_endpoint
 from gateway.protocol.errors import AnthropicType, ClientError, ErrorType
 from gateway.protocol.events import KiroEvent, parse_message
 from gateway.protocol.eventstream import EventStreamDecoder, Message, SkippedRegion
-from gateway.protocol.translate import (
-    Renderer,
-    StreamTranslator,
-    TranslateOptions,
-    TranslationResult,
-    assemble_result,
-)
+from gateway.protocol.translate import Renderer, TranslateOptions, TranslationResult
 from usage.models import UsageStatus
 from usage.services import AttemptDraft, UsageDraft
 

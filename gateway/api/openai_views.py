@@ -30,7 +30,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from gateway.api import views
 from gateway.api.responses import SSE_HEADERS, error_response
-from gateway.protocol import openai
+from gateway.protocol import openai, openai_chat, openai_responses, openai_responses_events
 from gateway.protocol.classify import ClientError
 from gateway.protocol.convert import web_search_mode
 from gateway.protocol.models import ConversionError
@@ -104,12 +104,12 @@ class _Chat(_Endpoint):
 
     def __init__(self, request: HttpRequest) -> None:
         super().__init__(request)
-        self.completion_id = openai.new_completion_id()
+        self.completion_id = openai_chat.new_completion_id()
         self.include_usage = False
 
     def to_anthropic(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.include_usage = openai.chat_include_usage(body)
-        return openai.chat_to_anthropic(body, headers=self.headers)
+        self.include_usage = openai_chat.chat_include_usage(body)
+        return openai_chat.chat_to_anthropic(body, headers=self.headers)
 
     def renderer(self, options: TranslateOptions) -> Renderer:
         return ChatStream(
@@ -120,7 +120,7 @@ class _Chat(_Endpoint):
         )
 
     def render(self, message: dict[str, Any]) -> dict[str, Any]:
-        return openai.anthropic_to_chat(
+        return openai_chat.anthropic_to_chat(
             message, model=self.model, completion_id=self.completion_id, created=self.created
         )
 
@@ -130,10 +130,10 @@ class _Responses(_Endpoint):
 
     def __init__(self, request: HttpRequest) -> None:
         super().__init__(request)
-        self.response_id = openai.new_response_id()
+        self.response_id = openai_responses.new_response_id()
 
     def to_anthropic(self, body: dict[str, Any]) -> dict[str, Any]:
-        return openai.responses_to_anthropic(body, headers=self.headers)
+        return openai_responses.responses_to_anthropic(body, headers=self.headers)
 
     def renderer(self, options: TranslateOptions) -> Renderer:
         return ResponsesStream(
@@ -141,7 +141,7 @@ class _Responses(_Endpoint):
         )
 
     def render(self, message: dict[str, Any]) -> dict[str, Any]:
-        return openai.anthropic_to_responses(
+        return openai_responses.anthropic_to_responses(
             message,
             model=self.model,
             request=self.body,
@@ -151,7 +151,7 @@ class _Responses(_Endpoint):
 
     def head(self) -> bytes:
         """Return the head of a synthesized stream, sent before the answer is ready."""
-        return openai.responses_stream_head(
+        return openai_responses_events.responses_stream_head(
             model=self.model,
             request=self.body,
             response_id=self.response_id,
@@ -160,7 +160,7 @@ class _Responses(_Endpoint):
 
     def synthesized(self, message: dict[str, Any]) -> bytes:
         """Return the rest of a synthesized stream, from the finished message."""
-        return openai.responses_stream_events(
+        return openai_responses_events.responses_stream_events(
             message,
             model=self.model,
             request=self.body,
@@ -172,7 +172,7 @@ class _Responses(_Endpoint):
     def failed(self, status: int, payload: dict[str, Any]) -> bytes:
         """Return the end of a synthesized stream whose answer failed."""
         error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
-        return openai.responses_failed_event(
+        return openai_responses_events.responses_failed_event(
             message=str(error.get("message", "Upstream API request failed.")),
             error_type=str(error.get("type", "api_error")),
             model=self.model,

@@ -1,9 +1,9 @@
 """Render Kiro events live as OpenAI streams (spec kiro-protocol §12, §6).
 
-Two subclasses of `translate.Machine` (through a common base here), so that blocks, tools,
-stop reason, usage and failures are decided exactly as on `/v1/messages`; only the rendering
-differs. Both offer the `translate.Renderer` interface that `dispatch.relay` drives, and
-translate what one upstream read delivered into one bytes object (PERF-NOTES).
+Two subclasses of `translate_machine.Machine` (through a common base here), so that blocks,
+tools, stop reason, usage and failures are decided exactly as on `/v1/messages`; only the
+rendering differs. Both offer the `translate.Renderer` interface that `dispatch.relay` drives,
+and translate what one upstream read delivered into one bytes object (PERF-NOTES).
 
 * `ChatStream`: `chat.completion.chunk`s. A role chunk first; `content` deltas as text
   arrives; `reasoning_content` deltas for thinking (the machine only thinks when the request
@@ -35,20 +35,19 @@ from typing import Any, Final
 from gateway.protocol import sse
 from gateway.protocol.errors import ErrorType
 from gateway.protocol.events import KiroEvent
-from gateway.protocol.openai import (
+from gateway.protocol.openai import anthropic_error_to_openai, chat_usage, responses_usage
+from gateway.protocol.openai_chat import finish_reason
+from gateway.protocol.openai_responses import (
     NOOP_TOOL,
-    anthropic_error_to_openai,
-    chat_usage,
     custom_input,
-    finish_reason,
     item_id,
     response_error,
     response_shell,
     responses_status,
-    responses_usage,
     tool_table,
 )
-from gateway.protocol.translate import Machine, TranslateOptions
+from gateway.protocol.translate import TranslateOptions
+from gateway.protocol.translate_machine import Machine
 
 __all__ = ["KEEP_ALIVE", "ChatStream", "ResponsesStream"]
 
@@ -216,8 +215,9 @@ class ResponsesStream(_OpenAIStream):
     """Render Kiro events as Responses API events, one bytes object per upstream read.
 
     `request` is the client's Responses body: its tools say which calls are free-text tools
-    and which belong to a namespace (names are restored as in `openai.anthropic_to_responses`),
-    and its settings are echoed in the response object.
+    and which belong to a namespace (names are restored as in
+    `openai_responses.anthropic_to_responses`), and its settings are echoed in the response
+    object.
     """
 
     __slots__ = (

@@ -28,17 +28,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
+from gateway.protocol.assemble import assemble_result
 from gateway.protocol.convert import Conversion, ConvertOptions, convert_request
 from gateway.protocol.errors import ErrorType, UpstreamFailure
 from gateway.protocol.events import KiroEvent, ToolUse
 from gateway.protocol.models import ConversionError
 from gateway.protocol.tokens import count_all_tokens
 from gateway.protocol.tools import restore_tool_call
-from gateway.protocol.translate import (
-    TranslateOptions,
-    TranslationResult,
-    assemble_result,
-)
+from gateway.protocol.translate import TranslateOptions, TranslationResult
 from gateway.protocol.websearch import (
     WEB_SEARCH,
     SearchError,

@@ -268,7 +268,7 @@ def test_an_internal_error_is_anthropic_json_not_an_html_500(gateway, monkeypatc
 
 
 def test_a_translation_bug_mid_stream_ends_with_an_error_event(gateway, monkeypatch):
-    from gateway.protocol.translate import StreamTranslator
+    from gateway.protocol.anthropic_stream import StreamTranslator
 
     gateway.add_credential()
 

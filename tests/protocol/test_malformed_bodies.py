@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.protocol import openai
+from gateway.protocol import openai, openai_chat, openai_responses, openai_responses_events
 from gateway.protocol.body import MAX_DEPTH, parse_body
 from gateway.protocol.convert import (
     ConvertOptions,
@@ -77,17 +77,19 @@ def count(body: dict[str, Any]) -> None:
 
 def chat(body: dict[str, Any]) -> None:
     openai.client_wants_stream(body)
-    openai.chat_include_usage(body)
-    serve_anthropic(openai.chat_to_anthropic(body, headers={}))
+    openai_chat.chat_include_usage(body)
+    serve_anthropic(openai_chat.chat_to_anthropic(body, headers={}))
 
 
 def responses(body: dict[str, Any]) -> None:
     openai.client_wants_stream(body)
-    serve_anthropic(openai.responses_to_anthropic(body, headers={}))
+    serve_anthropic(openai_responses.responses_to_anthropic(body, headers={}))
     model = str(body.get("model", ""))
-    openai.anthropic_to_responses(REPLY, model=model, request=body)
-    openai.responses_stream_head(model=model, request=body, response_id="resp_1", created_at=1)
-    openai.responses_stream_events(REPLY, model=model, request=body, head=False)
+    openai_responses.anthropic_to_responses(REPLY, model=model, request=body)
+    openai_responses_events.responses_stream_head(
+        model=model, request=body, response_id="resp_1", created_at=1
+    )
+    openai_responses_events.responses_stream_events(REPLY, model=model, request=body, head=False)
 
 
 def only_conversion_errors(raw: bytes, run: Any) -> None:

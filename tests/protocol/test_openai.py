@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from gateway.protocol.assemble import assemble_message
 from gateway.protocol.classify import CONTEXT_FULL
 from gateway.protocol.convert import ConvertOptions, convert_request, web_search_mode
 from gateway.protocol.events import AssistantResponse, ToolUse
@@ -16,20 +17,23 @@ from gateway.protocol.models import ConversionError
 from gateway.protocol.openai import (
     DEFAULT_MAX_TOKENS,
     IMAGE_OMITTED,
-    WEB_SEARCH_NUDGE,
     anthropic_error_to_openai,
-    anthropic_to_chat,
-    anthropic_to_responses,
-    chat_to_anthropic,
     client_wants_stream,
     conversion_error_body,
     openai_error,
+)
+from gateway.protocol.openai_chat import anthropic_to_chat, chat_to_anthropic
+from gateway.protocol.openai_responses import (
+    WEB_SEARCH_NUDGE,
+    anthropic_to_responses,
+    responses_to_anthropic,
+)
+from gateway.protocol.openai_responses_events import (
     responses_failed_event,
     responses_stream_events,
     responses_stream_head,
-    responses_to_anthropic,
 )
-from gateway.protocol.translate import TranslateOptions, assemble_message
+from gateway.protocol.translate import TranslateOptions
 from gateway.protocol.websearch_loop import WebSearchLoop
 
 CLIENTS = Path(__file__).resolve().parents[3] / "shared" / "spec" / "clients"
@@ -61,7 +65,7 @@ def user(text: str) -> dict[str, Any]:
 def message(
     *content: dict[str, Any], stop_reason: str = "end_turn", **usage: Any
 ) -> dict[str, Any]:
-    """Build an assembled Anthropic message as translate.assemble_result returns it."""
+    """Build an assembled Anthropic message as assemble.assemble_result returns it."""
     return {
         "id": "msg_1",
         "type": "message",

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.protocol.errors import ErrorType
+from gateway.protocol.anthropic_stream import StreamTranslator
+from gateway.protocol.assemble import assemble_message, assemble_result
+from gateway.protocol.errors import ErrorType, UpstreamFailure
 from gateway.protocol.events import (
     AssistantResponse,
     ContextUsage,
@@ -24,15 +26,8 @@ from gateway.protocol.events import (
     UpstreamException,
 )
 from gateway.protocol.tokens import CacheEstimate
-from gateway.protocol.translate import (
-    THINKING_SIGNATURE_PLACEHOLDER,
-    StreamTranslator,
-    TranslateOptions,
-    UpstreamFailure,
-    assemble_message,
-    assemble_result,
-    new_message_id,
-)
+from gateway.protocol.translate import TranslateOptions, new_message_id
+from gateway.protocol.translate_machine import THINKING_SIGNATURE_PLACEHOLDER
 
 MODEL = "claude-sonnet-4-5-20250929"
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.protocol.anthropic_stream import StreamTranslator
+from gateway.protocol.assemble import assemble_message
 from gateway.protocol.events import AssistantResponse, KiroEvent
-from gateway.protocol.translate import StreamTranslator, assemble_message, parse_invoke
+from gateway.protocol.sanitize import parse_invoke
 from tests.protocol.test_translate import blocks, final_delta, options, stream, text_of
 
 INVOKE = '<invoke name="get_weather">\n<parameter name="city">Paris</parameter>\n</invoke>\n'

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.protocol.convert import ConversionError, ConvertOptions
+from gateway.protocol.errors import UpstreamFailure
 from gateway.protocol.events import (
     AssistantResponse,
     ContextUsage,
@@ -19,7 +20,6 @@ from gateway.protocol.events import (
     TokenUsage,
     ToolUse,
 )
-from gateway.protocol.translate import UpstreamFailure
 from gateway.protocol.websearch import (
     SearchOutcome,
     SearchResult,
